@@ -1,0 +1,3 @@
+from vssflow_cli.cli import main
+
+main()
