@@ -1,0 +1,164 @@
+"""Training windows from the offline corpus, with VSSFlow's feature-level sound/speech mixing.
+
+Each item is one model window of ``W = config.window_frames`` latent frames:
+
+- ``speech``: a speech clip (talking-face video, lips, phonemes) at a random offset, silence around it;
+- ``sound``: a sound clip (rendered scene video, sync features) at a random offset;
+- ``add``: a speech clip placed inside a sound clip; the background waveform is scaled by U(0.3, 0.7) and the speech
+  added; video/sync features are summed over the speech span;
+- ``insert``: the same, but the span of the sound clip is replaced by the speech clip (waveform and video features).
+
+Phoneme ids and lip features are padded by the offset in both mixing modes, as in the paper. The latent target is
+computed from the composed waveform (log-mel -> :class:`~vssflow_cli.audio.LatentCodec`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vssflow_cli.audio import LatentCodec, log_mel
+from vssflow_cli.config import ModelConfig
+
+FEATURE_KEYS = ("video", "sync", "lip")
+MODES = ("speech", "sound", "add", "insert")
+
+
+@dataclass
+class Clip:
+    """One corpus clip held in memory: ``wave`` (T * spl,), features (T, D), ``phonemes`` (T,) int64."""
+
+    clip_id: str
+    kind: str
+    wave: np.ndarray
+    video: np.ndarray
+    sync: np.ndarray
+    lip: np.ndarray
+    phonemes: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return len(self.phonemes)
+
+
+def read_index(corpus: Path) -> list[dict]:
+    with open(Path(corpus) / "index.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = None) -> list[Clip]:
+    """Load every clip of ``split`` that fits in a window (features are small; waves ~2 MB per minute)."""
+    from safetensors.numpy import load_file
+
+    clips = []
+    for row in read_index(corpus):
+        if row.get("split") != split:
+            continue
+        path = Path(corpus) / "clips" / f"{row['id']}.safetensors"
+        if not path.exists():
+            continue
+        t = load_file(str(path))
+        n = len(t["phonemes"])
+        if n == 0 or n > max_frames:
+            continue
+        clips.append(
+            Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64))
+        )
+        if limit and len(clips) >= limit:
+            break
+    return clips
+
+
+def fit_codec(clips: list[Clip], config: ModelConfig, max_clips: int = 400, seed: int = 0) -> LatentCodec:
+    """PCA latent fitted on a fixed subset of training clips plus a stretch of silence."""
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(clips))[:max_clips]
+    mels = [log_mel(clips[i].wave, config.audio) for i in pick]
+    mels.append(log_mel(np.zeros(config.audio.sample_rate, np.float32), config.audio))
+    return LatentCodec.fit(mels, config.latent_channels, config.audio.mel_per_latent)
+
+
+class WindowSampler:
+    """Draws composed training windows; deterministic for a seed.
+
+    ``__call__(rng)`` returns a dict of numpy arrays: ``latent`` (W, C), ``phonemes`` (W,), ``lip`` (W, Dl),
+    ``sync`` (W, Ds), ``video`` (W, Dv) and the mode name.
+    """
+
+    def __init__(
+        self,
+        clips: list[Clip],
+        config: ModelConfig,
+        codec: LatentCodec,
+        mode_probs: dict[str, float] | None = None,
+    ) -> None:
+        self.cfg = config
+        self.codec = codec
+        self.speech = [c for c in clips if c.kind == "speech"]
+        self.sound = [c for c in clips if c.kind == "sound"]
+        probs = mode_probs or {"speech": 0.35, "sound": 0.35, "add": 0.15, "insert": 0.15}
+        if not self.speech:
+            probs = {k: v for k, v in probs.items() if k == "sound"}
+        if not self.sound:
+            probs = {k: v for k, v in probs.items() if k == "speech"}
+        if not probs:
+            raise ValueError("the corpus has no usable clips")
+        total = sum(probs.values())
+        self.modes = list(probs)
+        self.probs = np.array([probs[m] / total for m in self.modes])
+        self.spl = config.audio.samples_per_latent
+        self.silence = codec.encode(log_mel(np.zeros(config.window_frames * self.spl, np.float32), config.audio))
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        w, c = self.cfg.window_frames, self.cfg
+        return {
+            "wave": np.zeros(w * self.spl, np.float32),
+            "phonemes": np.zeros(w, np.int64),
+            "lip": np.zeros((w, c.lip_dim), np.float32),
+            "sync": np.zeros((w, c.sync_dim), np.float32),
+            "video": np.zeros((w, c.video_dim), np.float32),
+        }
+
+    def _place(self, item: dict, clip: Clip, off: int, gain: float) -> None:
+        n, s = clip.frames, self.spl
+        item["wave"][off * s : (off + n) * s] += clip.wave[: n * s] * gain
+        for k in FEATURE_KEYS:
+            item[k][off : off + n] += getattr(clip, k)
+        item["phonemes"][off : off + n] = clip.phonemes
+
+    def __call__(self, rng: np.random.Generator) -> dict:
+        w = self.cfg.window_frames
+        mode = self.modes[rng.choice(len(self.modes), p=self.probs)]
+        item = self._empty()
+        gain = float(10 ** (rng.uniform(-6, 3) / 20))
+        if mode in ("speech", "sound"):
+            clip = (self.speech if mode == "speech" else self.sound)[rng.integers(len(self.speech if mode == "speech" else self.sound))]
+            self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain)
+        else:
+            bg = self.sound[rng.integers(len(self.sound))]
+            sp = self.speech[rng.integers(len(self.speech))]
+            bg_off = int(rng.integers(0, w - bg.frames + 1))
+            bg_scale = float(rng.uniform(0.3, 0.7)) if mode == "add" else 1.0
+            self._place(item, bg, bg_off, gain * bg_scale)
+            off = int(rng.integers(0, w - sp.frames + 1))
+            span = slice(off * self.spl, (off + sp.frames) * self.spl)
+            if mode == "insert":
+                item["wave"][span] = 0.0
+                for k in ("video", "sync"):
+                    item[k][off : off + sp.frames] = 0.0
+            self._place(item, sp, off, gain)
+        peak = float(np.abs(item["wave"]).max())
+        if peak > 0.99:
+            item["wave"] /= peak / 0.99
+        latent = self.codec.encode(log_mel(item["wave"], self.cfg.audio))
+        out = {k: item[k] for k in ("phonemes", "lip", "sync", "video")}
+        out["latent"] = latent[:w]
+        out["mode"] = mode
+        return out
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+        items = [self(rng) for _ in range(size)]
+        return {k: np.stack([it[k] for it in items]) for k in ("latent", "phonemes", "lip", "sync", "video")}

@@ -1,0 +1,148 @@
+"""Train the joint model on the offline corpus: ``python -m vssflow_cli.train.fit --corpus DIR --out RUN``.
+
+Resumes from ``RUN/state.safetensors`` when it exists (model, EMA, optimizer, codec, step), so a long CPU training
+can run across sessions. Writes ``RUN/ema.safetensors`` (the EMA weights as a model checkpoint with the codec inside,
+the input of ``vssflow export``) every ``--save-every`` steps and at the end. Runs DDP with ``--devices N``
+(gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from vssflow_cli.config import PRESETS, ModelConfig
+from vssflow_cli.model.checkpoint import save_checkpoint
+from vssflow_cli.train.dataset import WindowSampler, fit_codec, load_clips
+from vssflow_cli.train.module import FlowModule, load_state, save_state
+
+
+class WindowStream(IterableDataset):
+    """Endless stream of collated batches; each DDP rank (and each epoch) draws from its own seed."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, seed: int) -> None:
+        self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
+
+    def __iter__(self):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rng = np.random.default_rng([self.seed, rank, int(time.time())])
+        while True:
+            b = self.sampler.batch(rng, self.batch_size)
+            yield {k: torch.from_numpy(v) for k, v in b.items()}
+
+
+class SaveEvery(L.Callback):
+    """Write the resume state and the EMA checkpoint every ``every`` steps (rank 0 only)."""
+
+    def __init__(self, out: Path, codec, every: int) -> None:
+        self.out, self.codec, self.every = out, codec, every
+        self.t0 = time.time()
+
+    def on_train_batch_end(self, trainer, module: FlowModule, outputs, batch, batch_idx) -> None:
+        if trainer.is_global_zero and module.step % 25 == 0:
+            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+            rate = (time.time() - self.t0) / max(1, trainer.global_step)
+            print(f"step {module.step} loss {loss:.4f} {rate:.2f}s/step", file=sys.stderr, flush=True)
+        if trainer.is_global_zero and module.step % self.every == 0:
+            self.save(trainer, module)
+
+    def on_train_end(self, trainer, module: FlowModule) -> None:
+        if trainer.is_global_zero:
+            self.save(trainer, module)
+
+    def save(self, trainer, module: FlowModule) -> None:
+        save_state(self.out / "state.safetensors", module, self.codec, trainer.optimizers[0])
+        save_checkpoint(
+            self.out / "ema.safetensors",
+            module.ema,
+            extra=self.codec.to_tensors(),
+            metadata={"step": str(module.step), "trained_on": "vssflow offline corpus"},
+        )
+
+
+def build_config(name: str, overrides: list[str]) -> ModelConfig:
+    cfg = PRESETS[name]()
+    for o in overrides:
+        k, v = o.split("=", 1)
+        field_type = type(getattr(cfg, k))
+        cfg = dataclasses.replace(cfg, **{k: field_type(v)})
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--config", default="tiny", choices=sorted(PRESETS))
+    ap.add_argument("--set", action="append", default=[], help="override a config field, e.g. --set depth=4")
+    ap.add_argument("--steps", type=int, default=20000, help="total steps (including resumed ones)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--accelerator", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit-clips", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "state.safetensors"
+    if state_path.exists():
+        config, step, model_sd, ema_sd, codec, opt_state = load_state(state_path)
+        print(f"resuming from {state_path} at step {step}", file=sys.stderr)
+    else:
+        config, step, model_sd, ema_sd, codec, opt_state = build_config(args.config, args.set), 0, None, None, None, None
+    clips = load_clips(args.corpus, "train", config.window_frames, args.limit_clips)
+    if not clips:
+        print(f"no training clips in {args.corpus}: build the corpus with `vssflow data build`", file=sys.stderr)
+        return 3
+    if codec is None:
+        codec = fit_codec(clips, config)
+    n_speech = sum(c.kind == "speech" for c in clips)
+    print(f"{len(clips)} clips ({n_speech} speech), codec {codec.channels} ch", file=sys.stderr)
+    (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    module = FlowModule(config, lr=args.lr, warmup=args.warmup, total_steps=args.steps, step_offset=step)
+    if model_sd is not None:
+        module.model.load_state_dict(model_sd)
+        module.ema.load_state_dict(ema_sd)
+        module._pending_opt_state = opt_state
+    remaining = args.steps - step
+    if remaining <= 0:
+        print(f"already at step {step} >= {args.steps}", file=sys.stderr)
+        return 0
+    sampler = WindowSampler(clips, config, codec)
+    loader = DataLoader(WindowStream(sampler, args.batch, args.seed), batch_size=None, num_workers=0)
+    strategy = "ddp" if args.devices > 1 else "auto"
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=strategy,
+        max_steps=remaining,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SaveEvery(args.out, codec, args.save_every)],
+        gradient_clip_val=1.0,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
