@@ -1,0 +1,244 @@
+"""``vssflow eval``: objective metrics on the corpus's held-out split.
+
+For every held-out clip the model generates audio from the clip's conditions (the features the inference path
+computes from the rendered video, phonemes of its transcript) and we score it:
+
+- ``wer``: word error rate of an offline recogniser (pocketsphinx's bundled US-English model) on generated English
+  speech against the transcript; ``reference.wer`` is the same recogniser on the real held-out recordings.
+- ``onset_f1``: F1 of onsets detected in the generated foley against the rendered visual events, within +-80 ms.
+- ``lip_env_corr``: Pearson correlation between the generated speech's energy envelope (25 fps) and the rendered
+  mouth aperture, averaged over clips.
+
+Controls (same keys): ``untrained`` — a randomly initialised model of the same config and codec;
+``shuffled_conditions`` — the trained model given the conditions of a different clip of the same kind (scored
+against the original clip's targets).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vssflow_cli.config import ModelConfig
+
+ONSET_TOL_S = 0.08
+COND_KEYS = ("phonemes", "lip", "sync", "video")
+
+
+@dataclass
+class HeldoutClip:
+    clip_id: str
+    kind: str
+    lang: str
+    text: str
+    wave: np.ndarray  # (n * spl,) float32, the real recording
+    conds: dict[str, np.ndarray]  # name -> (n, ...) features at latent fps
+    onsets: np.ndarray  # (K,) seconds of rendered visual events (sound clips)
+    aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
+
+    @property
+    def frames(self) -> int:
+        return len(self.conds["phonemes"])
+
+
+def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) -> list[HeldoutClip]:
+    """Held-out clips that fit one window, speech first then sound, ``limit`` of each kind at most."""
+    from safetensors.numpy import load_file
+
+    from vssflow_cli.train.dataset import read_index
+
+    out: dict[str, list[HeldoutClip]] = {"speech": [], "sound": []}
+    for row in read_index(corpus):
+        if row.get("split") != "test" or row["kind"] not in out:
+            continue
+        if limit and len(out[row["kind"]]) >= limit:
+            continue
+        path = Path(corpus) / "clips" / f"{row['id']}.safetensors"
+        if not path.exists():
+            continue
+        t = load_file(str(path))
+        n = len(t["phonemes"])
+        if n == 0 or n > config.window_frames:
+            continue
+        side = Path(corpus) / "heldout" / f"{row['id']}.json"
+        info = json.loads(side.read_text()) if side.exists() else {}
+        aperture = np.asarray(info.get("apertures", np.zeros(n)), dtype=np.float32)[:n]
+        onsets = np.asarray(info.get("onsets", t.get("onsets", np.zeros(0))), dtype=np.float32)
+        out[row["kind"]].append(
+            HeldoutClip(
+                row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
+                {k: t[k] for k in COND_KEYS}, onsets, aperture,
+            )
+        )
+    return out["speech"] + out["sound"]
+
+
+def normalise_words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower().replace("-", " ")).split()
+
+
+def word_errors(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance over words."""
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[-1]
+
+
+class Recogniser:
+    """pocketsphinx with its bundled en-US model (offline)."""
+
+    def __init__(self) -> None:
+        from pocketsphinx import Decoder
+
+        self.decoder = Decoder(samprate=16000, loglevel="FATAL")
+
+    def __call__(self, wave: np.ndarray) -> str:
+        pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16).tobytes()
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        return hyp.hypstr if hyp else ""
+
+
+def onset_f1(pred: np.ndarray, ref: np.ndarray, tol: float = ONSET_TOL_S) -> float:
+    """F1 of a one-to-one greedy matching of predicted to reference onsets within ``tol`` seconds."""
+    if len(ref) == 0 and len(pred) == 0:
+        return 1.0
+    if len(ref) == 0 or len(pred) == 0:
+        return 0.0
+    used = np.zeros(len(ref), bool)
+    hits = 0
+    for p in np.sort(pred):
+        dist = np.where(used, np.inf, np.abs(ref - p))
+        j = int(np.argmin(dist))
+        if dist[j] <= tol:
+            used[j] = True
+            hits += 1
+    prec, rec = hits / len(pred), hits / len(ref)
+    return 0.0 if hits == 0 else 2 * prec * rec / (prec + rec)
+
+
+def envelope_corr(wave: np.ndarray, aperture: np.ndarray, fps: float, sr: int) -> float:
+    from vssflow_cli.train.onsets import energy_envelope
+
+    env = energy_envelope(wave, sr, fps)[: len(aperture)]
+    ap = aperture[: len(env)]
+    if len(env) < 3 or np.std(env) < 1e-9 or np.std(ap) < 1e-9:
+        return 0.0
+    return float(np.corrcoef(env, ap)[0, 1])
+
+
+def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig, asr: Recogniser) -> dict:
+    """Metrics for generated ``waves`` (one per clip, same order)."""
+    sr, fps = config.audio.sample_rate, config.latent_fps
+    from vssflow_cli.train.onsets import detect_onsets
+
+    errs = words = 0
+    corrs, f1s = [], []
+    for clip, wave in zip(clips, waves):
+        if clip.kind == "speech":
+            corrs.append(envelope_corr(wave, clip.aperture, fps, sr))
+            if clip.lang.startswith("en") and clip.text:
+                ref = normalise_words(clip.text)
+                errs += word_errors(ref, normalise_words(asr(wave)))
+                words += len(ref)
+        else:
+            f1s.append(onset_f1(detect_onsets(wave, sr), clip.onsets))
+    return {
+        "wer": round(errs / words, 4) if words else None,
+        "onset_f1": round(float(np.mean(f1s)), 4) if f1s else None,
+        "lip_env_corr": round(float(np.mean(corrs)), 4) if corrs else None,
+        "n_speech": len(corrs),
+        "n_sound": len(f1s),
+    }
+
+
+def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *, steps: int | None, cfg: float | None,
+             seed: int, batch: int = 8) -> list[np.ndarray]:
+    """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip."""
+    w, spl = synth.config.window_frames, synth.config.audio.samples_per_latent
+    out: list[np.ndarray] = []
+    for s in range(0, len(clips), batch):
+        idx = list(range(s, min(len(clips), s + batch)))
+        conds = {}
+        for k in COND_KEYS:
+            arrs = []
+            for i in idx:
+                a = conds_of(i)[k][: clips[i].frames]
+                pad = np.zeros((w,) + a.shape[1:], a.dtype)
+                pad[: len(a)] = a
+                arrs.append(pad)
+            conds[k] = np.stack(arrs)
+        lat = synth.sample(conds, w, steps=steps, cfg=cfg, seed=seed + s)
+        waves = synth.decode(lat)
+        out += [waves[j][: clips[i].frames * spl] for j, i in enumerate(idx)]
+    return out
+
+
+def untrained_bundle(manifest, out_dir: Path) -> Path:
+    """A bundle of a freshly initialised model with the same config and codec (needs torch)."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from vssflow_cli.bundle import export_bundle
+    from vssflow_cli.model.checkpoint import save_checkpoint
+    from vssflow_cli.model.dit import VSSFlowDiT
+
+    if not manifest.has("checkpoint"):
+        raise RuntimeError("the bundle ships no checkpoint, so the untrained control cannot share its codec")
+    codec = {k: v for k, v in load_file(str(manifest.path("checkpoint"))).items() if k.startswith("codec.")}
+    torch.manual_seed(0)
+    model = VSSFlowDiT(manifest.config)
+    with torch.no_grad():  # the zero-initialised output layer would make an all-zero velocity; randomise it
+        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
+    ckpt = out_dir / "untrained.safetensors"
+    save_checkpoint(ckpt, model, extra=codec, metadata={"note": "untrained control"})
+    return export_bundle(ckpt, out_dir / "untrained", name="untrained-control", include_checkpoint=False)
+
+
+def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: int | None = None,
+             cfg: float | None = None, seed: int = 0, device: str = "auto", controls: bool = True,
+             log: Callable[[str], None] = lambda s: None) -> dict:
+    """Run the metrics for the model, the real recordings and (optionally) the two controls."""
+    from vssflow_cli.runtime import Synthesizer
+
+    synth = Synthesizer.from_spec(model, device=device)
+    clips = load_heldout(Path(corpus), synth.config, limit)
+    if not clips:
+        raise FileNotFoundError(f"no held-out clips in {corpus}: build the corpus with `vssflow data build`")
+    asr = Recogniser()
+    log(f"{len(clips)} held-out clips")
+    result = {"model_name": synth.manifest.name, "n_clips": len(clips), "steps": steps, "cfg": cfg}
+    result["reference"] = score(clips, [c.wave for c in clips], synth.config, asr)
+    log(f"reference {result['reference']}")
+    result["model"] = score(
+        clips, generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed), synth.config, asr
+    )
+    log(f"model {result['model']}")
+    if controls:
+        by_kind: dict[str, list[int]] = {}
+        for i, c in enumerate(clips):
+            by_kind.setdefault(c.kind, []).append(i)
+        other = {}
+        for members in by_kind.values():
+            for j, i in enumerate(members):
+                other[i] = members[(j + len(members) // 2 + 1) % len(members)] if len(members) > 1 else i
+        shuffled = generate(synth, clips, lambda i: clips[other[i]].conds, steps=steps, cfg=cfg, seed=seed)
+        result["controls"] = {"shuffled_conditions": score(clips, shuffled, synth.config, asr)}
+        log(f"shuffled {result['controls']['shuffled_conditions']}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ctrl = Synthesizer(untrained_bundle(synth.manifest, Path(tmp)), device=device)
+            waves = generate(ctrl, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
+            result["controls"]["untrained"] = score(clips, waves, synth.config, asr)
+        log(f"untrained {result['controls']['untrained']}")
+    return result
