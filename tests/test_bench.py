@@ -1,0 +1,93 @@
+"""``vssflow bench``: analytic FLOPs, timing helpers, the test clip, and a short real run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from vssflow_cli import bench
+from vssflow_cli.config import ModelConfig, paper_config, tiny_config
+from vssflow_cli.errors import UsageError
+
+# Small DiT, but the tiny model's condition widths: the pipeline's real feature extractors feed it.
+SMALL = dataclasses.replace(tiny_config(), name="bench-test", width=64, depth=2, heads=2, ffn_hidden=128,
+                            cross_dim=32, window_frames=25)
+
+
+@pytest.mark.parametrize("cfg", [tiny_config(), paper_config(), SMALL,
+                                 ModelConfig(speaker_dim=7, width=32, heads=2, cross_dim=16)])
+def test_step_flops_match_the_model_code(cfg: ModelConfig) -> None:
+    from vssflow_cli.model import dit
+
+    assert bench.TIME_FREQ_DIM == dit.TIME_FREQ_DIM
+    for T in (1, 125, 250):
+        assert bench.dit_step_flops(cfg, T, batch=2) == 2 * dit.step_flops(cfg, T)
+
+
+def test_tiny_step_flops_are_plausible() -> None:
+    # ~2 FLOP per parameter per token, times 126 tokens and batch 2, plus attention (~6M params)
+    g = bench.dit_step_flops(tiny_config(), 125) / 1e9
+    assert 2.5 < g < 5.0
+
+
+def test_timed_blocks_counts_and_units() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def a() -> None:
+        calls["a"] += 1
+
+    def b() -> None:
+        calls["b"] += 1
+        sum(range(20000))
+
+    ms = bench.timed_blocks({"a": a, "b": b}, repeats=6, warmup=2, rounds=3)
+    assert calls == {"a": 2 + 3 * (1 + 2), "b": 2 + 3 * (1 + 2)}
+    assert 0 < ms["a"] < ms["b"] < 1000
+    assert 0.1 < bench.matmul_gflops(256, repeats=3) < 1e5
+
+
+def test_make_clip_has_video_and_audio(tmp_path: Path) -> None:
+    from vssflow_cli.media import probe
+
+    info = probe(bench.make_clip(tmp_path / "c.mp4", 1.5))
+    assert info.has_audio and abs(info.duration - 1.5) < 0.1
+
+
+@pytest.fixture(scope="module")
+def bench_bundle(tmp_path_factory) -> Path:
+    return bench.random_bundle(tmp_path_factory.mktemp("bench") / "b", SMALL)
+
+
+def test_run_bench_reports_sane_numbers(bench_bundle: Path) -> None:
+    r = bench.run_bench(str(bench_bundle), seconds=2.0, device="cpu", steps=2, repeats=3, warmup=1)
+    json.dumps(r)  # --json output
+    for key in ("rtf", "stages", "step_ms_ort", "step_ms_torch", "step_gflop", "matmul_gflops",
+                "share_of_peak", "device", "threads"):
+        assert key in r, key
+    assert r["device"] == "cpu" and r["threads"] >= 1 and r["model"] == "random-bench-test"
+    assert r["T"] == SMALL.window_frames and r["steps"] == 2 and r["nfe"] == 4  # midpoint: 2 per step
+    assert abs(r["audio_s"] - 2.0) < 0.1
+    assert {"decode", "features", "sampling", "decode_audio", "mux"} <= set(r["stages"])
+    assert all(v >= 0 for v in r["stages"].values())
+    assert sum(r["stages"].values()) <= r["processing_s"] * 1.01 + 1e-3
+    assert math.isclose(r["rtf"], r["processing_s"] / r["audio_s"], rel_tol=1e-2)
+    assert 0 < r["step_ms_ort"] < 5000 and 0 < r["step_ms_torch"] < 5000
+    assert r["step_gflop"] == round(bench.dit_step_flops(SMALL, SMALL.window_frames) / 1e9, 4)
+    assert math.isclose(r["achieved_gflops"], r["step_gflop"] / (r["step_ms_ort"] / 1000), rel_tol=0.02)
+    assert r["matmul_gflops"] > 0.5 and 0 < r["share_of_peak"] < 2
+
+
+def test_run_bench_without_checkpoint_reports_none(tmp_path: Path, bench_bundle: Path) -> None:
+    from vssflow_cli.bundle import load_manifest, write_bundle
+
+    m = load_manifest(bench_bundle)
+    lean = write_bundle(tmp_path / "lean", config=m.config, phoneme_vocab=list(m.phoneme_vocab),
+                        files={"dit": m.path("dit"), "decoder": m.path("decoder")}, name="lean")
+    r = bench.run_bench(str(lean), seconds=1.0, device="cpu", steps=1, repeats=2, warmup=1)
+    assert r["step_ms_torch"] is None and any("no checkpoint" in n for n in r["notes"])
+    with pytest.raises(UsageError, match="seconds"):
+        bench.run_bench(str(lean), seconds=0)

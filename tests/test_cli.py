@@ -1,0 +1,177 @@
+"""The vssflow command end to end: real ffmpeg, a real (small, untrained) ONNX bundle, real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, audio_titles, files_in, json_lines, sha256, stream_durations, video_md5
+
+STAGES = {"decode", "features", "sampling", "decode_audio", "mux"}
+
+
+def test_help_is_fast_and_imports_nothing_heavy(cli_env: dict[str, str]) -> None:
+    code = "import sys, vssflow_cli.cli; print(sorted(m for m in ('numpy','torch','onnxruntime','mediapipe','av','phonemizer') if m in sys.modules))"  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "vssflow_cli", "--help"], env=cli_env, capture_output=True, text=True)
+        times.append(time.perf_counter() - t)
+        assert r.returncode == 0 and "foley" in r.stdout and "dub" in r.stdout
+    print(f"vssflow --help: best {min(times):.3f} s of {[round(t, 3) for t in times]}")
+    assert min(times) < 1.0
+
+
+@pytest.mark.parametrize("name", ["clip12", "clip4_silent", "clip35"])
+def test_foley_done_when(name: str, cli, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Issue 2: exit 0, video packets identical, audio as long as the video (0.15 s), stage timings."""
+    clip = request.getfixturevalue(name)
+    before = sha256(clip)
+    out = tmp_path / "out.mp4"
+    r = cli("foley", clip, "-o", out, "--steps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    assert res["status"] == "ok" and res["output"] == str(out)
+    assert STAGES <= set(res["stages"]) and all(v >= 0 for v in res["stages"].values())
+    assert video_md5(out) == video_md5(clip)
+    d = stream_durations(out)
+    assert d["audio"] and all(abs(a - d["video"][0]) <= 0.15 for a in d["audio"]), d
+    assert sha256(clip) == before
+    assert files_in(tmp_path) - {"sys-tmp/.ses"} == {"out.mp4", "sys-tmp"} and cli.leftover_tmp() == set()
+    print(f"{name}: video {d['video'][0]:.3f} s, audio {[round(a, 3) for a in d['audio']]} s, "
+          f"md5 equal, stages {res['stages']}, wall {res['wall']} s")  # fmt: skip
+
+
+def test_default_mix_keeps_existing_sound_and_replaces_nothing(cli, tmp_path: Path, clip_short: Path, clip4_silent: Path):
+    for clip, n_audio in ((clip_short, 2), (clip4_silent, 1)):
+        local = tmp_path / clip.name
+        shutil.copy(clip, local)
+        r = cli("foley", local, "--steps", "1")
+        assert r.returncode == 0, r.stderr
+        out = local.with_name(f"{local.stem}.foley.mp4")  # default name, beside the input
+        assert out.exists() and str(out) in r.stdout
+        titles = audio_titles(out)
+        assert len(titles) == n_audio and titles[-1] == "vssflow foley"
+
+
+@pytest.mark.parametrize("mix, n_audio", [("replace", 1), ("add", 1), ("keep", 2)])
+def test_mix_modes(cli, tmp_path: Path, clip_short: Path, mix: str, n_audio: int) -> None:
+    out = tmp_path / f"{mix}.mkv"
+    r = cli("foley", clip_short, "-o", out, "--mix", mix, "--steps", "1", "--gain-db", "-3")
+    assert r.returncode == 0, r.stderr
+    assert len(stream_durations(out)["audio"]) == n_audio
+    assert video_md5(out) == video_md5(clip_short)
+
+
+def test_wav_only_and_out_dir(cli, tmp_path: Path, clip_short: Path, clip_vfr: Path) -> None:
+    import soundfile as sf
+
+    from vssflow_cli.media import probe
+
+    r = cli("foley", clip_short, clip_vfr, "--out-dir", tmp_path / "new" / "dir", "--wav", "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    for clip in (clip_short, clip_vfr):
+        wav = tmp_path / "new" / "dir" / f"{clip.stem}.foley.wav"
+        info = sf.info(str(wav))
+        assert info.samplerate == 16000 and info.frames == round(probe(clip).duration * 16000)
+    r = cli("foley", clip_short, "-o", tmp_path / "x.wav", "--steps", "1")  # .wav implies --wav
+    assert r.returncode == 0 and sf.info(str(tmp_path / "x.wav")).frames == 16000
+
+
+def test_json_failure_objects_and_exit_codes(cli, tmp_path: Path, clip4_silent: Path) -> None:
+    r = cli("foley", tmp_path / "missing.mp4", "--json")
+    assert r.returncode == 3
+    (obj,) = json_lines(r.stdout)
+    assert obj["status"] == "failed" and obj["exit_code"] == 3 and "no such file" in obj["error"]
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("vssflow: error:")
+
+
+def test_weird_names(cli, tmp_path: Path, clip_short: Path) -> None:
+    for name in ("-weird näme.mp4", "with space.mp4", "ünïcödé 日本.mp4"):
+        shutil.copy(clip_short, tmp_path / name)
+    r = cli("foley", "--steps", "1", "--", "-weird näme.mp4", "with space.mp4")
+    assert r.returncode == 0, r.stderr
+    r = cli("foley", "./ünïcödé 日本.mp4", "--steps", "1", "--wav")
+    assert r.returncode == 0, r.stderr
+    assert {"-weird näme.foley.mp4", "with space.foley.mp4", "ünïcödé 日本.foley.wav"} <= files_in(tmp_path)
+    r = cli("foley", "-weird näme.mp4")  # without `--` it is an (unknown) option: one-line usage error
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_several_inputs_load_the_model_once(cli_env, tmp_path: Path, clip_short: Path, monkeypatch, capsys) -> None:
+    from vssflow_cli import cli as cli_mod
+    from vssflow_cli import pipeline
+
+    calls = []
+    real = pipeline.load_synthesizer
+    monkeypatch.setattr(pipeline, "load_synthesizer", lambda opts: calls.append(1) or real(opts))
+    monkeypatch.setenv("VSSFLOW_MODEL", cli_env["VSSFLOW_MODEL"])
+    clips = []
+    for i in range(3):
+        clips.append(tmp_path / f"c{i}.mp4")
+        shutil.copy(clip_short, clips[-1])
+    code = cli_mod.run(["foley", *map(str, clips), "--steps", "1", "--json"])
+    assert code == 0 and len(calls) == 1
+    assert len(json_lines(capsys.readouterr().out)) == 3
+
+
+def test_info_doctor_models(cli, clip_rotated: Path, test_bundle: Path, tmp_path: Path) -> None:
+    r = cli("info", clip_rotated, "--json")
+    assert r.returncode == 0
+    (d,) = json_lines(r.stdout)
+    assert d["rotation"] == 90 and d["width"] == 120 and d["has_audio"]
+    r = cli("doctor", "--model", test_bundle, "--json")
+    (doc,) = json_lines(r.stdout)
+    failed = [c for c in doc["checks"] if not c["ok"]]
+    assert r.returncode == 0 and not failed, failed
+    assert {"ffmpeg", "onnxruntime", "espeak (phonemizer)", "model bundle"} <= {c["name"] for c in doc["checks"]}
+    r = cli("models", "verify", test_bundle)
+    assert r.returncode == 0 and "verified" in r.stdout
+    bad = tmp_path / "tampered"
+    shutil.copytree(test_bundle, bad)
+    with open(bad / "dit.onnx", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = cli("models", "verify", bad)
+    assert r.returncode == 4 and "sha256" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("models", "list")
+    assert r.returncode == 0 and "vssflow-tiny" in r.stdout
+
+
+def test_dub_with_script(cli, tmp_path: Path, face_clip: Path) -> None:
+    script = tmp_path / "script.txt"
+    script.write_text("Hello there. This is a test of dubbing.\n", encoding="utf-8")
+    out = tmp_path / "dub.mp4"
+    r = cli("dub", face_clip, "--text", script, "-o", out, "--steps", "1", "--json", "--mix", "replace")
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    assert res["task"] == "dub" and res["segments"] >= 1 and STAGES <= set(res["stages"])
+    assert video_md5(out) == video_md5(face_clip)
+    d = stream_durations(out)
+    assert len(d["audio"]) == 1 and abs(d["audio"][0] - d["video"][0]) <= 0.15
+    assert audio_titles(out) == ["vssflow dub"]
+
+
+def test_python_m_and_version(cli) -> None:
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("vssflow ")
+    r = cli()
+    assert r.returncode in (0, 2) and "foley" in (r.stdout + r.stderr)
+
+
+def test_run_from_another_cwd(cli, clip_short: Path, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    r = cli("foley", os.path.relpath(clip_short, tmp_path / "sub"), "-o", "o.mp4", "--steps", "1",
+            cwd=tmp_path / "sub")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "sub" / "o.mp4").exists()
+    assert REPO.exists()

@@ -1,0 +1,153 @@
+"""Hub bundles: pinned download into the HF cache, sha256 verification, offline mode, registry.
+
+There is no network here, so ONE function is replaced: ``hub._snapshot_download`` when it would go
+online. The fake lays a local bundle out exactly like the HF cache (models--owner--name/refs +
+snapshots/<commit>/). Offline look-ups go through the real ``huggingface_hub.snapshot_download``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bundle import make_simple_bundle  # tests/ is on sys.path under pytest
+
+from vssflow_cli import hub
+from vssflow_cli.bundle import load_manifest, resolve_model
+from vssflow_cli.errors import ModelError
+from vssflow_cli.runtime import get_session
+
+REPO = "someone/vssflow-test"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A 'remote' bundle + an HF cache dir; records online download calls."""
+    remote = make_simple_bundle(tmp_path / "remote", name="vssflow-test", external=True)
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls: list[dict] = []
+    real = hub._snapshot_download
+
+    def snapshot_download(**kw):
+        if kw["local_files_only"]:
+            return real(**kw)  # the real library, cache only
+        calls.append(kw)
+        assert kw["repo_id"] == REPO and kw["revision"] == COMMIT
+        base = Path(kw["cache_dir"]) / ("models--" + REPO.replace("/", "--"))
+        snap = base / "snapshots" / COMMIT
+        snap.mkdir(parents=True, exist_ok=True)
+        (base / "blobs").mkdir(exist_ok=True)
+        for f in remote.iterdir():  # like the real cache: snapshot entries are symlinks to blobs/<hash>
+            if any(f.match(p) for p in kw["allow_patterns"]) and (kw["force_download"] or not (snap / f.name).exists()):
+                blob = base / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+                shutil.copyfile(f, blob)
+                (snap / f.name).unlink(missing_ok=True)
+                (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+        (base / "refs").mkdir(exist_ok=True)
+        (base / "refs" / "main").write_text(COMMIT)
+        return str(snap)
+
+    monkeypatch.setattr(hub, "_snapshot_download", snapshot_download)
+    return remote, cache, calls
+
+
+def test_pull_downloads_pinned_inference_files_and_verifies(fake_hub) -> None:
+    _, cache, calls = fake_hub
+    path = hub.pull(REPO, COMMIT)
+    assert path.is_relative_to(cache) and path.name == COMMIT
+    assert calls[0]["allow_patterns"] == hub.ALLOW_PATTERNS
+    assert sorted(p.name for p in path.iterdir()) == ["decoder.onnx", "dit.onnx", "manifest.json",
+                                                      "velocity.onnx.data"]
+    m = load_manifest(path)  # the optional checkpoint was not fetched: still a valid bundle
+    assert not m.has("checkpoint") and m.name == "vssflow-test"
+    # the graph's external data resolves through the cache's symlinks
+    (v,) = get_session(m.path("dit"), ["CPUExecutionProvider"], 1).run(["v"], {"x": np.ones((1, 3, 4), np.float32)})
+    assert v.shape == (1, 3, 4) and np.abs(v).max() > 0
+
+    full = hub.pull(REPO, COMMIT, include_checkpoint=True)
+    assert load_manifest(full).has("checkpoint")
+
+
+def test_tampered_cache_is_redownloaded_online_and_fails_offline(fake_hub, monkeypatch) -> None:
+    remote, _, calls = fake_hub
+    path = hub.pull(REPO, COMMIT)
+    (path / "dit.onnx").unlink()
+    (path / "dit.onnx").write_bytes(b"tampered")
+    assert hub.pull(REPO, COMMIT) == path  # online: one forced re-download repairs it
+    assert calls[-1]["force_download"] is True
+    assert (path / "dit.onnx").read_bytes() == (remote / "dit.onnx").read_bytes()
+
+    (path / "decoder.onnx").unlink()
+    (path / "decoder.onnx").write_bytes(b"tampered")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    n = len(calls)
+    with pytest.raises(ModelError, match=rf"sha256 mismatch for decoder.onnx .*vssflow models pull {REPO}@{COMMIT}"):
+        hub.pull(REPO, COMMIT)
+    assert len(calls) == n  # offline: no download attempted
+
+
+def test_remote_with_wrong_hash_fails_after_retry(fake_hub) -> None:
+    remote, _, calls = fake_hub
+    (remote / "dit.onnx").write_bytes(b"corrupted on the remote")
+    with pytest.raises(ModelError, match="sha256 mismatch for dit.onnx"):
+        hub.pull(REPO, COMMIT)
+    assert [c["force_download"] for c in calls] == [False, True]
+
+
+def test_offline_uses_cache_and_fails_cleanly_without(fake_hub, monkeypatch) -> None:
+    calls = fake_hub[2]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not \\(fully\\) in the HF cache .*HF_HUB_OFFLINE"):
+        hub.pull(REPO, COMMIT)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    online = hub.pull(REPO, COMMIT)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    n = len(calls)
+    assert hub.pull(REPO, COMMIT) == online
+    assert resolve_model(f"{REPO}@{COMMIT}") == online  # --model owner/repo@rev, from the cache
+    assert len(calls) == n
+
+
+def test_registry_entries(fake_hub, monkeypatch) -> None:
+    reg = hub.load_registry()
+    assert reg["vssflow-tiny"].embedded
+    assert not reg["vssflow-paper"].published
+    for e in reg.values():  # every published Hub entry pins a full commit
+        if e.published and not e.embedded:
+            assert e.repo and e.revision and len(e.revision) == 40
+    with pytest.raises(ModelError, match="not published yet"):
+        hub.pull_spec("vssflow-paper")
+    with pytest.raises(ModelError, match="no revision"):
+        hub.pull(REPO, "")
+
+    # a registered, published name resolves through the cache (registry swapped for the test)
+    entry = hub.RegistryEntry("test-model", REPO, COMMIT)
+    monkeypatch.setattr(hub, "load_registry", lambda path=None: {**reg, "test-model": entry})
+    path = hub.pull_spec("test-model")
+    assert resolve_model("test-model") == path
+
+
+def test_list_models_shows_registry_and_cached(fake_hub) -> None:
+    before = {m.name: m for m in hub.list_models()}
+    assert before["vssflow-paper"].path is None and before["vssflow-paper"].published is False
+    assert before["vssflow-tiny"].source == "embedded"
+    hub.pull(REPO, COMMIT)
+    after = {m.name: m for m in hub.list_models()}
+    cached = after[f"{REPO}@{COMMIT}"]
+    assert cached.source == "cache" and cached.available and cached.description == "vssflow-test"
+
+
+def test_cache_dir_follows_hf_env(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub.hub_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "c"))
+    assert hub.hub_cache_dir() == tmp_path / "c"
+    assert hub.hub_cache_dir(tmp_path / "x") == tmp_path / "x"

@@ -1,0 +1,243 @@
+"""media.py / mux.py against real ffmpeg on generated clips."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
+
+from vssflow_cli import media, mux
+from vssflow_cli.errors import InputError, OutputError
+
+FRAME = 1 / 25
+
+
+def test_probe_describes_clips(clip12: Path, clip4_silent: Path, clip_vfr: Path, clip_rotated: Path, clip_odd: Path):
+    a = media.probe(clip12)
+    assert (a.width, a.height, a.rotation, a.fps) == (160, 120, 0, 25.0)
+    assert a.duration == pytest.approx(12.0, abs=FRAME)
+    assert a.has_audio and a.audio_rate == 44100 and a.n_audio == 1 and not a.vfr
+    s = media.probe(clip4_silent)
+    assert not s.has_audio and s.audio_rate is None and s.duration == pytest.approx(4.0, abs=FRAME)
+    v = media.probe(clip_vfr)
+    assert v.vfr and v.duration == pytest.approx(6.0, abs=0.1)
+    r = media.probe(clip_rotated)
+    assert r.rotation == 90 and (r.width, r.height) == (120, 160)  # displayed size
+    o = media.probe(clip_odd)
+    assert (o.width, o.height, o.fps) == (99, 61, 24.0)
+
+
+def _count(path: Path, **kw) -> tuple[int, tuple[int, ...]]:
+    n, shape = 0, ()
+    for chunk in media.iter_frames(path, **kw):
+        assert chunk.dtype == np.uint8
+        n, shape = n + len(chunk), chunk.shape[1:]
+    return n, shape
+
+
+@pytest.mark.parametrize("name, seconds", [("clip12", 12), ("clip_vfr", 6), ("clip_odd", 3), ("clip_rotated", 12)])
+def test_iter_frames_resamples_to_25_fps(name: str, seconds: float, request: pytest.FixtureRequest):
+    path = request.getfixturevalue(name)
+    n, shape = _count(path, fps=25, width=64, height=48, chunk_frames=40)
+    assert shape == (48, 64, 3)
+    assert abs(n - seconds * 25) <= 2, n
+
+
+def test_iter_frames_chunking_does_not_change_frames(clip4_silent: Path):
+    big = np.concatenate(list(media.iter_frames(clip4_silent, fps=25, width=32, height=32, chunk_frames=1000)))
+    small = list(media.iter_frames(clip4_silent, fps=25, width=32, height=32, chunk_frames=7))
+    assert max(len(c) for c in small) == 7
+    assert np.array_equal(big, np.concatenate(small))
+    assert big.std() > 10  # a moving test pattern, not black frames
+
+
+def test_iter_frames_applies_rotation(clip_rotated: Path, clip12: Path):
+    w, h = media.display_size(media.probe(clip_rotated), 48)
+    assert (w, h) == (48, 64)  # portrait as displayed
+    rot = next(media.iter_frames(clip_rotated, fps=25, width=w, height=h, chunk_frames=1))[0]
+    upright = next(media.iter_frames(clip12, fps=25, width=64, height=48, chunk_frames=1))[0]
+    # rotating the displayed frame back gives the stored one (display matrix 90 = counter-clockwise)
+    back = np.rot90(rot, k=-1)
+    assert back.shape == upright.shape
+    assert np.abs(back.astype(int) - upright).mean() < 12
+    assert np.abs(np.rot90(rot, k=1).astype(int) - upright).mean() > np.abs(back.astype(int) - upright).mean()
+
+
+def _ffmpeg_children() -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and "ffmpeg" in stat.split(")")[0] and " Z " not in stat:
+            out.append(int(d.name))
+    return out
+
+
+def test_closing_the_frame_stream_kills_ffmpeg(clip35: Path):
+    frames = media.iter_frames(clip35, fps=25, width=32, height=32, chunk_frames=10)
+    next(frames)
+    assert _ffmpeg_children()
+    frames.close()
+    assert _ffmpeg_children() == []
+
+
+def test_read_audio(clip12: Path, clip4_silent: Path):
+    wave = media.read_audio(clip12, 16000)
+    assert wave.dtype == np.float32 and abs(len(wave) - 12 * 16000) <= 1024
+    spectrum = np.abs(np.fft.rfft(wave[:16000]))
+    assert abs(np.argmax(spectrum) - 440) <= 2  # the 440 Hz tone, 1 Hz bins
+    with pytest.raises(InputError, match="no audio stream"):
+        media.read_audio(clip4_silent)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [(b"", "empty file"), (b"hello, not a video\n" * 50, "not a readable video"), (None, "no such file")],
+)
+def test_probe_rejects_bad_files(tmp_path: Path, content: bytes | None, match: str):
+    p = tmp_path / "bad.mp4"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(InputError, match=match):
+        media.probe(p)
+
+
+def test_names_are_never_options_or_protocols(tmp_path: Path, clip4_silent: Path):
+    for name in ("-y.mp4", "concat:x.mp4", "a b ünï.mp4", "-i"):
+        p = tmp_path / name
+        shutil.copy(clip4_silent, p)
+        os.chdir(tmp_path)
+        assert media.probe(name).duration == pytest.approx(4.0, abs=FRAME)
+        assert sum(len(c) for c in media.iter_frames(name, fps=25, width=16, height=16)) == 100
+
+
+# --------------------------------------------------------------------------- mux
+
+
+@pytest.fixture
+def tone(tmp_path: Path) -> Path:
+    t = np.arange(int(10.3 * 16000)) / 16000  # deliberately not the video's length
+    return mux.write_wav(tmp_path / "gen.wav", 0.3 * np.sin(2 * np.pi * 1000 * t), 16000)
+
+
+@pytest.mark.parametrize("mix, n_audio", [("replace", 1), ("add", 1), ("keep", 2)])
+def test_mux_copies_video_and_fits_audio(tmp_path: Path, clip12: Path, tone: Path, mix: str, n_audio: int):
+    before = sha256(clip12)
+    out = mux.mux(clip12, tone, tmp_path / "out.mp4", mix=mix)
+    assert video_md5(out) == video_md5(clip12)
+    d = stream_durations(out)
+    assert len(d["audio"]) == n_audio
+    for a in d["audio"]:
+        assert abs(a - d["video"][0]) <= FRAME, d
+    titles = audio_titles(out)
+    assert "vssflow foley" in titles[-1]
+    if mix == "add":  # the original tone (440 Hz) and the generated one (1 kHz) are both there
+        spec = np.abs(np.fft.rfft(media.read_audio(out, 16000)[16000:32000]))
+        assert spec[440] > 0.05 * spec.max() and spec[1000] > 0.05 * spec.max()
+    assert sha256(clip12) == before
+    assert files_in(tmp_path) == {"gen.wav", "out.mp4"}
+
+
+def test_mux_without_original_audio_falls_back_to_replace(tmp_path: Path, clip4_silent: Path, tone: Path):
+    out = mux.mux(clip4_silent, tone, tmp_path / "o.mp4", mix="keep")
+    d = stream_durations(out)
+    assert len(d["audio"]) == 1 and abs(d["audio"][0] - 4.0) <= FRAME
+
+
+def test_mux_keeps_rotation(tmp_path: Path, clip_rotated: Path, tone: Path):
+    out = mux.mux(clip_rotated, tone, tmp_path / "r.mp4")
+    assert media.probe(out).rotation == 90
+    assert video_md5(out) == video_md5(clip_rotated)
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mkv"])
+def test_mux_other_containers(tmp_path: Path, clip_webm: Path, tone: Path, ext: str):
+    out = mux.mux(clip_webm, tone, tmp_path / f"o{ext}", mix="keep")
+    assert video_md5(out) == video_md5(clip_webm)
+    d = stream_durations(out)
+    assert len(d["audio"]) == 2
+    assert all(abs(a - d["video"][0]) <= 0.1 for a in d["audio"]), d
+
+
+def test_mux_failure_leaves_nothing(tmp_path: Path, clip12: Path, tone: Path):
+    with pytest.raises(OutputError, match="cannot write"):
+        mux.mux(clip12, tone, tmp_path / "h264-in.webm")  # WebM cannot hold H.264
+    assert files_in(tmp_path) == {"gen.wav"}
+
+
+def test_atomic_output_cleans_up_on_any_exception(tmp_path: Path):
+    final = tmp_path / "x.mp4"
+    for exc in (RuntimeError, KeyboardInterrupt):
+        with pytest.raises(exc):
+            with mux.atomic_output(final) as tmp:
+                tmp.write_bytes(b"partial")
+                assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".x.")
+                raise exc()
+        assert files_in(tmp_path) == set() and not mux.live_temp_files()
+    with mux.atomic_output(final) as tmp:
+        tmp.write_bytes(b"done")
+    assert final.read_bytes() == b"done" and files_in(tmp_path) == {"x.mp4"}
+
+
+def test_write_wav_is_exact_and_atomic(tmp_path: Path):
+    import soundfile as sf
+
+    p = mux.write_wav(tmp_path / "a.wav", np.linspace(-2, 2, 16001), 16000)
+    data, sr = sf.read(p)
+    assert sr == 16000 and len(data) == 16001 and data.max() <= 1.0
+    assert files_in(tmp_path) == {"a.wav"}
+
+
+def test_check_output_path(tmp_path: Path, clip4_silent: Path):
+    existing = tmp_path / "e.mp4"
+    existing.write_bytes(b"x")
+    with pytest.raises(OutputError, match="already exists"):
+        mux.check_output_path(existing, overwrite=False)
+    assert mux.check_output_path(existing, overwrite=True) == existing
+    with pytest.raises(OutputError, match="does not exist"):
+        mux.check_output_path(tmp_path / "nope" / "o.mp4", overwrite=False)
+    with pytest.raises(OutputError, match="replace the input"):
+        mux.check_output_path(clip4_silent, overwrite=True, inputs=(clip4_silent,))
+    with pytest.raises(OutputError, match="is a folder"):
+        mux.check_output_path(tmp_path, overwrite=True)
+
+
+def test_probe_rejects_audio_only_and_images(tmp_path: Path):
+    from conftest import ffmpeg
+
+    wav = tmp_path / "a.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", str(wav))
+    with pytest.raises(InputError, match="no video stream"):
+        media.probe(wav)
+    png = tmp_path / "i.png"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x32", "-frames:v", "1", str(png))
+    with pytest.raises(InputError, match="still image"):
+        media.probe(png)
+    cover = tmp_path / "c.mp3"
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi", "-i", "testsrc2=size=32x32", "-map", "0", "-map", "1",
+           "-frames:v", "1", "-c:v", "mjpeg", "-disposition:v", "attached_pic", str(cover))  # fmt: skip
+    with pytest.raises(InputError, match="no video stream"):
+        media.probe(cover)
+
+
+def test_truncated_file_is_an_input_error(tmp_path: Path, clip12: Path):
+    data = clip12.read_bytes()
+    p = tmp_path / "t.mp4"
+    p.write_bytes(data[: len(data) // 3])  # moov atom at the end is gone
+    with pytest.raises(InputError):
+        media.probe(p)
+    q = make_clip(tmp_path / "fs.mp4", 4, audio=False, extra=("-movflags", "+faststart"))
+    b = q.read_bytes()
+    q.write_bytes(b[: len(b) // 2])  # index intact, half the frames missing
+    info = media.probe(q)
+    n = sum(len(c) for c in media.iter_frames(q, fps=25, width=16, height=16, stream_index=info.video_index))
+    assert n < 0.9 * info.duration * 25  # the pipeline turns this into InputError (test_reliability)

@@ -1,0 +1,335 @@
+"""``vssflow bench``: real-time factor of a foley run, per-step DiT cost (ORT vs torch), CPU peak.
+
+Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
+
+* ``rtf``: processing seconds / audio seconds of a full foley run on a generated clip
+  (ffmpeg ``testsrc`` + ``sine``) through :func:`vssflow_cli.pipeline.foley` (decode, features,
+  sampling, decode_audio = decoder + vocoder, mux), with the stage times in ``stages``;
+* ``step_ms_ort`` / ``step_ms_torch``: median time of ONE guided DiT step (cond + uncond = batch 2)
+  at one window (T = ``window_frames``), same weights and inputs, after warm-up;
+* ``step_gflop``: analytic FLOPs of that step; ``achieved_gflops`` = step_gflop / step time;
+* ``matmul_gflops``: fp32 1024x1024 matmul throughput measured with numpy in the same run, and
+  ``share_of_peak`` = achieved_gflops / matmul_gflops.
+
+torch is imported only for ``step_ms_torch`` (lazily; None if torch or the bundle's checkpoint
+is missing). :func:`random_bundle` builds an untrained bundle of any config, so paper-scale
+speed can be measured before weights exist.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vssflow_cli.config import ModelConfig
+from vssflow_cli.errors import UsageError
+
+TIME_FREQ_DIM = 256  # must match vssflow_cli.model.dit.TIME_FREQ_DIM (checked by tests)
+
+
+# --------------------------------------------------------------------------- analytic cost
+
+def dit_step_flops(config: ModelConfig, T: int, batch: int = 2) -> int:
+    """FLOPs of one DiT forward of ``batch`` windows of T frames (multiply-add = 2 FLOPs).
+
+    Same count as ``vssflow_cli.model.dit.step_flops`` (which needs torch to import): every matrix
+    product, elementwise work left out. batch=2 is one classifier-free-guided step.
+    """
+    c = config
+    W, F_, Cc = c.width, c.ffn_hidden, c.cross_dim
+    S = T + 1
+    L = T + (1 if c.speaker_dim > 0 else 0)
+    mm = T * c.in_channels * W + TIME_FREQ_DIM * W + W * W
+    mm += T * (c.video_dim * Cc + Cc * Cc) + c.speaker_dim * Cc
+    per_block = (
+        S * W * 3 * W + 2 * S * S * W + S * W * W
+        + S * W * W + L * Cc * 2 * W + 2 * S * L * W + S * W * W
+        + S * W * 2 * F_ + S * F_ * W
+    )
+    mm += c.depth * per_block + T * W * c.latent_channels
+    return 2 * mm * batch
+
+
+def matmul_fn(n: int = 1024) -> tuple[Callable[[], None], int]:
+    """An fp32 (n x n) @ (n x n) numpy matmul and its FLOPs (2 n^3)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+
+    def mm() -> None:
+        np.matmul(a, b, out=out)
+
+    return mm, 2 * n**3
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """fp32 matmul throughput in GFLOP/s with numpy's BLAS (median of ``repeats``)."""
+    fn, flop = matmul_fn(n)
+    return flop / timed_blocks({"mm": fn}, repeats, warmup=2)["mm"] / 1e6
+
+
+def timed_blocks(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3, rounds: int = 3) -> dict[str, float]:
+    """Median ms per function, measured in alternating blocks.
+
+    Each round runs every function in its own block (one warm-up call, then its share of
+    ``repeats``), so slow drift in machine load (other processes) hits all of them alike, while
+    thread pools of different libraries (ORT's spinning workers, OpenMP, BLAS) do not interleave
+    call by call. ``warmup`` calls per function come first.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    per = max(1, math.ceil(repeats / rounds))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(per):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {k: 1000.0 * statistics.median(v) for k, v in times.items()}
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+# --------------------------------------------------------------------------- inputs
+
+def step_inputs(config: ModelConfig, T: int, batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Random x (B,T,C), t (B,), conds of one guided step; the second half is the zeroed branch."""
+    rng = np.random.default_rng(seed)
+    c = config
+    half = max(1, batch // 2)
+    conds = {
+        "phonemes": rng.integers(1, c.phoneme_vocab, (half, T), dtype=np.int64),
+        "lip": rng.standard_normal((half, T, c.lip_dim), dtype=np.float32),
+        "sync": rng.standard_normal((half, T, c.sync_dim), dtype=np.float32),
+        "video": rng.standard_normal((half, T, c.video_dim), dtype=np.float32),
+    }
+    if c.speaker_dim > 0:
+        conds["speaker"] = rng.standard_normal((half, c.speaker_dim), dtype=np.float32)
+    if batch > half:
+        conds = {k: np.concatenate([v, np.zeros_like(v)], axis=0)[:batch] for k, v in conds.items()}
+    x = rng.standard_normal((batch, T, c.latent_channels), dtype=np.float32)
+    t = np.full((batch,), 0.5, dtype=np.float32)
+    return x, t, conds
+
+
+def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str = "320x240") -> Path:
+    """A test video: ffmpeg lavfi ``testsrc`` (moving pattern) + a 440 Hz ``sine``, H.264/AAC."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    argv = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds:g}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={seconds:g}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+        str(path),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not make the bench clip: {proc.stderr.strip()[-300:]}")
+    return path
+
+
+# --------------------------------------------------------------------------- bundles for benchmarks / tests
+
+def random_bundle(out_dir: str | os.PathLike, config: ModelConfig, *, seed: int = 0,
+                  include_checkpoint: bool = True) -> Path:
+    """An untrained bundle of ``config`` (random DiT incl. its output layer, random orthonormal codec).
+
+    For timing shapes without trained weights and for tests. Needs torch and onnx.
+    """
+    import torch
+
+    from vssflow_cli.audio import LatentCodec
+    from vssflow_cli.bundle import export_bundle
+    from vssflow_cli.model.checkpoint import save_checkpoint
+    from vssflow_cli.model.dit import VSSFlowDiT
+
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    model = VSSFlowDiT(config).eval()
+    with torch.no_grad():  # the init zeroes the output layer (v = 0): make outputs non-trivial
+        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
+    rng = np.random.default_rng(seed)
+    k = config.audio.mel_per_latent * config.audio.n_mels
+    q, _ = np.linalg.qr(rng.standard_normal((k, config.latent_channels)))
+    codec = LatentCodec(
+        mean=(rng.standard_normal(k) - 4.0).astype(np.float32),
+        components=q.T.astype(np.float32),
+        scale=np.float32(1.0),
+        mel_per_latent=config.audio.mel_per_latent,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(Path(tmp) / "model.safetensors", model, extra=codec.to_tensors(),
+                               metadata={"note": "random init (benchmark/test bundle)"})
+        return export_bundle(ckpt, out, include_checkpoint=include_checkpoint, name=f"random-{config.name}")
+
+
+# --------------------------------------------------------------------------- step timings
+
+def ort_step_fn(synth, T: int) -> Callable[[], np.ndarray]:
+    """One guided step (batch 2, T frames) through ONNX Runtime."""
+    x, t, conds = step_inputs(synth.config, T)
+    return lambda: synth.velocity(x, t, conds)
+
+
+def torch_step_fn(manifest, T: int) -> tuple[Callable[[], Any] | None, str]:
+    """The same step in torch eager (CPU), rebuilt from the bundle's checkpoint: (fn or None, note).
+
+    Imports torch here only; the caller sets torch's thread count.
+    """
+    if not manifest.has("checkpoint"):
+        return None, "bundle ships no checkpoint: torch step not measured"
+    try:
+        import torch
+
+        from vssflow_cli.model.checkpoint import load_checkpoint
+    except ImportError as e:
+        return None, f"torch not installed ({e.name}): torch step not measured"
+    model = load_checkpoint(manifest.path("checkpoint")).model.eval()
+    x, t, conds = step_inputs(manifest.config, T)
+    args = {k: torch.from_numpy(v) for k, v in conds.items()}
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(xt, tt, **args)
+
+    return step, ""
+
+
+def step_timings(synth, T: int, *, repeats: int = 10, warmup: int = 3, torch_compare: bool = True) -> dict[str, Any]:
+    """step_ms_ort, step_ms_torch (or None), matmul_gflops, measured in alternating blocks."""
+    fns: dict[str, Callable[[], Any]] = {"ort": ort_step_fn(synth, T)}
+    mm, mm_flop = matmul_fn()
+    fns["matmul"] = mm
+    note = "torch comparison skipped"
+    torch_mod = None
+    if torch_compare:
+        step, note = torch_step_fn(synth.manifest, T)
+        if step is not None:
+            import torch as torch_mod
+
+            fns["torch"] = step
+    prev = torch_mod.get_num_threads() if torch_mod else 0
+    if torch_mod:
+        torch_mod.set_num_threads(synth.threads)  # same thread budget as ORT
+    try:
+        ms = timed_blocks(fns, repeats, warmup)
+    finally:
+        if torch_mod:
+            torch_mod.set_num_threads(prev)
+    return {
+        "step_ms_ort": ms["ort"],
+        "step_ms_torch": ms.get("torch"),
+        "matmul_gflops": mm_flop / ms["matmul"] / 1e6,
+        "note": note,
+    }
+
+
+# --------------------------------------------------------------------------- foley run
+
+def foley_run(synth, clip: Path, out: Path, steps: int | None, device: str) -> tuple[dict[str, float], float, float]:
+    """A full ``vssflow foley`` job through the pipeline; returns (stages, wall s, audio s)."""
+    from vssflow_cli.pipeline import JobOptions, foley
+
+    opts = JobOptions(steps=steps, device=device, overwrite=True, mix="replace")
+    t0 = time.perf_counter()
+    result = foley(clip, out, opts, synth)
+    wall = time.perf_counter() - t0
+    return dict(result.stages), wall, float(result.duration)
+
+
+def run_bench(
+    model: str | os.PathLike | None = None,
+    seconds: float = 10.0,
+    device: str = "auto",
+    steps: int | None = None,
+    *,
+    threads: int | None = None,
+    repeats: int = 10,
+    warmup: int = 3,
+    torch_compare: bool = True,
+) -> dict[str, Any]:
+    """Benchmark a bundle (``--model`` value, default the embedded one); returns a JSON-able dict.
+
+    Keys: rtf, seconds, processing_s, stages {name: s}, steps, nfe, T, step_ms_ort,
+    step_ms_torch (None if not measurable), step_gflop, achieved_gflops, matmul_gflops,
+    share_of_peak, device, threads, model, loadavg_1m (before, after), notes, versions.
+    """
+    import onnxruntime as ort
+
+    from vssflow_cli.bundle import resolve_model
+    from vssflow_cli.runtime import Synthesizer
+
+    if seconds <= 0:
+        raise UsageError(f"--seconds must be > 0, got {seconds}; try --seconds 10")
+    load_before = _loadavg()
+    synth = Synthesizer(resolve_model(model), device=device, threads=threads)
+    cfg = synth.config
+    T = cfg.window_frames
+    notes: list[str] = [synth.device_note] if synth.device_note else []
+
+    timing = step_timings(synth, T, repeats=repeats, warmup=warmup, torch_compare=torch_compare)
+    step_ort, step_torch, peak = timing["step_ms_ort"], timing["step_ms_torch"], timing["matmul_gflops"]
+    if timing["note"]:
+        notes.append(timing["note"])
+
+    with tempfile.TemporaryDirectory(prefix="vssflow-bench-") as tmp:
+        clip = make_clip(Path(tmp) / "bench.mp4", seconds)
+        stages, processing, audio_s = foley_run(synth, clip, Path(tmp) / "out.mp4", steps, device)
+
+    gflop = dit_step_flops(cfg, T, batch=2) / 1e9
+    achieved = gflop / (step_ort / 1000.0)
+    versions = {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    import importlib.metadata as md
+
+    try:
+        versions["torch"] = md.version("torch")
+    except md.PackageNotFoundError:  # torch is optional at inference
+        versions["torch"] = None
+    return {
+        "model": synth.manifest.name,
+        "config": cfg.name,
+        "device": synth.device_used,
+        "threads": synth.threads,
+        "seconds": float(seconds),
+        "audio_s": round(audio_s, 3),
+        "processing_s": round(processing, 3),
+        "rtf": processing / audio_s if audio_s > 0 else math.inf,
+        "stages": {k: round(v, 4) for k, v in stages.items()},
+        "steps": int(steps if steps is not None else synth.manifest.sampler.steps),
+        "solver": synth.manifest.sampler.solver,
+        "nfe": synth.last_nfe,
+        "T": T,
+        "step_ms_ort": round(step_ort, 3),
+        "step_ms_torch": None if step_torch is None else round(step_torch, 3),
+        "step_gflop": round(gflop, 4),
+        "achieved_gflops": round(achieved, 2),
+        "matmul_gflops": round(peak, 2),
+        "share_of_peak": round(achieved / peak, 4),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": [load_before, _loadavg()],  # other processes' load before/after: noisy if high
+        "notes": notes,
+        "versions": versions,
+    }

