@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +50,8 @@ def ort_sweep(bundle: Path, threads: list[int], repeats: int) -> list[dict]:
                 fns[key] = (lambda s=sess: s.run(["v"], feed))
                 rows[key] = {"threads": n, "allow_spinning": spin == "1", "opt": level_name}
     ms = bench.timed_blocks(fns, repeats, warmup=3)
-    return [{**rows[k], "step_ms": round(v, 2)} for k, v in ms.items()]
+    return [{**rows[k], "step_ms": round(statistics.median(v), 2), "best_ms": round(min(v), 2)}
+            for k, v in ms.items()]
 
 
 def main() -> int:
@@ -79,8 +81,8 @@ def main() -> int:
             print(f"threads={r['threads']} device={r['device']}: RTF {r['rtf']:.3f} "
                   f"({r['processing_s']:.2f} s for {r['audio_s']:.1f} s, stages {r['stages']}); "
                   f"step ORT {r['step_ms_ort']:.1f} ms, torch {torch_ms}; "
-                  f"{r['achieved_gflops']:.1f} of {r['matmul_gflops']:.1f} GFLOP/s "
-                  f"({100 * r['share_of_peak']:.0f}% of matmul peak); load {r['loadavg_1m']}")
+                  f"{r['achieved_gflops']:.1f} GFLOP/s = {100 * r['share_of_peak']:.0f}% of matmul peak "
+                  f"(numpy {r['matmul_gflops']:.1f}, ORT {r['matmul_gflops_ort']}); load {r['loadavg_1m']}")
         if args.ort_sweep:
             from vssflow_cli.bundle import resolve_model
 

@@ -42,9 +42,10 @@ def make_clip(
     audio_args: tuple[str, ...] = ("-c:a", "aac"),
     vf: str | None = None,
     extra: tuple[str, ...] = (),
+    pattern: str = "testsrc2",
 ) -> Path:
-    """A test-pattern video (moving testsrc2), optionally with a 440 Hz tone."""
-    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    """A test-pattern video (moving ``pattern``), optionally with a 440 Hz tone."""
+    args = ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={rate}:duration={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
     if vf:
@@ -202,6 +203,14 @@ def synth(test_bundle: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny faster-whisper model folder built offline (see tests/test_transcribe.py); ~8 s."""
+    from test_transcribe import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+@pytest.fixture(scope="session")
 def cli_env(test_bundle: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -209,6 +218,7 @@ def cli_env(test_bundle: Path) -> dict[str, str]:
     env["VSSFLOW_NO_PROGRESS"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     env.pop("VSSFLOW_DEBUG", None)
+    env.pop("VSSFLOW_ASR_MODEL", None)
     return env
 
 

@@ -46,7 +46,8 @@ def test_timed_blocks_counts_and_units() -> None:
 
     ms = bench.timed_blocks({"a": a, "b": b}, repeats=6, warmup=2, rounds=3)
     assert calls == {"a": 2 + 3 * (1 + 2), "b": 2 + 3 * (1 + 2)}
-    assert 0 < ms["a"] < ms["b"] < 1000
+    assert len(ms["a"]) == len(ms["b"]) == 6
+    assert 0 < min(ms["a"]) < min(ms["b"]) < 1000
     assert 0.1 < bench.matmul_gflops(256, repeats=3) < 1e5
 
 
@@ -77,8 +78,12 @@ def test_run_bench_reports_sane_numbers(bench_bundle: Path) -> None:
     assert math.isclose(r["rtf"], r["processing_s"] / r["audio_s"], rel_tol=1e-2)
     assert 0 < r["step_ms_ort"] < 5000 and 0 < r["step_ms_torch"] < 5000
     assert r["step_gflop"] == round(bench.dit_step_flops(SMALL, SMALL.window_frames) / 1e9, 4)
-    assert math.isclose(r["achieved_gflops"], r["step_gflop"] / (r["step_ms_ort"] / 1000), rel_tol=0.02)
-    assert r["matmul_gflops"] > 0.5 and 0 < r["share_of_peak"] < 2
+    assert 0 < r["best_ms_ort"] <= r["step_ms_ort"]
+    assert math.isclose(r["achieved_gflops"], r["step_gflop"] / (r["best_ms_ort"] / 1000), rel_tol=0.02)
+    assert r["matmul_gflops"] > 0.5 and r["matmul_gflops_ort"] > 0.5  # onnx is installed here
+    best = max(r["matmul_gflops"], r["matmul_gflops_ort"])
+    assert math.isclose(r["share_of_peak"], r["achieved_gflops"] / best, rel_tol=0.02)
+    assert 0 < r["share_of_peak"] < 3  # > 1 is possible only when other processes slowed the matmuls
 
 
 def test_run_bench_without_checkpoint_reports_none(tmp_path: Path, bench_bundle: Path) -> None:

@@ -49,7 +49,7 @@ def test_foley_done_when(name: str, cli, tmp_path: Path, request: pytest.Fixture
           f"md5 equal, stages {res['stages']}, wall {res['wall']} s")  # fmt: skip
 
 
-def test_default_mix_keeps_existing_sound_and_replaces_nothing(cli, tmp_path: Path, clip_short: Path, clip4_silent: Path):
+def test_default_mix_keeps_existing_sound(cli, tmp_path: Path, clip_short: Path, clip4_silent: Path) -> None:
     for clip, n_audio in ((clip_short, 2), (clip4_silent, 1)):
         local = tmp_path / clip.name
         shutil.copy(clip, local)
@@ -175,3 +175,30 @@ def test_run_from_another_cwd(cli, clip_short: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "sub" / "o.mp4").exists()
     assert REPO.exists()
+
+
+def test_transcribe_and_dub_from_the_original_speech(cli, tmp_path: Path, face_clip: Path, tiny_whisper: Path) -> None:
+    """Without --text, dub transcribes the original audio (a tiny offline Whisper that always says "hello world")."""
+    from vssflow_cli.text import parse_script
+
+    srt = tmp_path / "s.srt"
+    r = cli("transcribe", face_clip, "-o", srt, "--asr-model", tiny_whisper, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    segs = parse_script(srt)
+    assert segs and "hello" in " ".join(s.text for s in segs).lower()
+    r = cli("dub", face_clip, "-o", tmp_path / "d.wav", "--asr-model", tiny_whisper, "--device", "cpu", "--steps", "1",
+            "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    assert res["segments"] >= 1 and res["stages"]["transcribe"] > 0
+    assert files_in(tmp_path) - {"sys-tmp/.ses"} == {"s.srt", "d.wav", "sys-tmp"}
+
+
+def test_export_command(cli, tmp_path: Path, test_bundle: Path) -> None:
+    r = cli("export", test_bundle / "checkpoint.safetensors", "--out", tmp_path / "exported")
+    assert r.returncode == 0, r.stderr
+    r = cli("models", "verify", tmp_path / "exported")
+    assert r.returncode == 0 and "verified" in r.stdout
+    # `vssflow bench` itself is exercised by tests/test_bench.py; here only its option checking
+    r = cli("bench", "--seconds", "0")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1

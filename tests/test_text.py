@@ -163,6 +163,14 @@ def test_unknown_phone_splits_into_known_pieces():
     assert phoneme_ids(["☃"]) == [UNK_ID]
 
 
+def test_bare_language_codes_resolve():
+    from vssflow_cli.text import resolve_language
+
+    assert resolve_language("fr") == "fr-fr" and resolve_language("EN") == "en-us"
+    assert resolve_language("en_GB") == "en-gb" and resolve_language("ru") == "ru"
+    assert phonemize("bonjour", "fr") == phonemize("bonjour", "fr-fr")
+
+
 def test_unknown_language_is_a_usage_error():
     with pytest.raises(UsageError) as e:
         phonemize("hello", "xx")

@@ -16,6 +16,11 @@ import numpy as np
 
 from vssflow_cli.config import AudioConfig
 
+try:  # scipy's pocketfft keeps float32 (numpy's promotes to float64): ~5x faster Griffin-Lim here
+    from scipy import fft as _fft
+except ImportError:  # pragma: no cover
+    _fft = np.fft
+
 LOG_FLOOR = 1e-5
 
 
@@ -57,27 +62,37 @@ def stft(wave: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     n_frames = len(wave) // cfg.hop
     pad = cfg.n_fft // 2
     x = np.pad(np.asarray(wave, dtype=np.float32), (pad, pad + cfg.n_fft), mode="constant")
-    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop * np.arange(n_frames)[:, None]
-    return np.fft.rfft(x[idx] * _window(cfg.n_fft), axis=-1).astype(np.complex64)
+    frames = np.lib.stride_tricks.sliding_window_view(x, cfg.n_fft)[:: cfg.hop][:n_frames]
+    return _fft.rfft(frames * _window(cfg.n_fft), axis=-1).astype(np.complex64)
+
+
+@lru_cache(maxsize=16)
+def _ola_norm(cfg: AudioConfig, n_frames: int) -> np.ndarray:
+    """Sum of squared windows at each output sample (the overlap-add normaliser)."""
+    sq = np.broadcast_to(_window(cfg.n_fft) ** 2, (n_frames, cfg.n_fft))
+    return _overlap_add(np.ascontiguousarray(sq), cfg.hop)
+
+
+def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
+    """(F, n) frames placed every ``hop`` samples and summed -> (hop * (F - 1) + n,)."""
+    n_frames, n = frames.shape
+    k = -(-n // hop)  # frame length in hops, rounded up
+    padded = np.zeros((n_frames, k * hop), np.float32)
+    padded[:, :n] = frames
+    blocks = padded.reshape(n_frames, k, hop)
+    out = np.zeros((n_frames + k - 1, hop), np.float32)
+    for j in range(k):
+        out[j : j + n_frames] += blocks[:, j]
+    return out.reshape(-1)[: hop * (n_frames - 1) + n]
 
 
 def istft(spec: np.ndarray, cfg: AudioConfig, length: int) -> np.ndarray:
     """Inverse of :func:`stft` by weighted overlap-add: (F, bins) -> (length,) float32."""
-    win = _window(cfg.n_fft)
-    frames = np.fft.irfft(spec, n=cfg.n_fft, axis=-1).astype(np.float32) * win
-    n = cfg.hop * (len(spec) - 1) + cfg.n_fft
-    out = np.zeros(n, dtype=np.float32)
-    norm = np.zeros(n, dtype=np.float32)
-    for k in range(cfg.n_fft // cfg.hop + 1):  # overlap-add in strided groups that never collide
-        sel = slice(k, len(spec), cfg.n_fft // cfg.hop + 1)
-        starts = cfg.hop * np.arange(len(spec))[sel]
-        idx = starts[:, None] + np.arange(cfg.n_fft)[None, :]
-        out[idx] += frames[sel]
-        norm[idx] += win**2
+    frames = _fft.irfft(spec, n=cfg.n_fft, axis=-1).astype(np.float32) * _window(cfg.n_fft)
+    out = _overlap_add(frames, cfg.hop)
+    norm = _ola_norm(cfg, len(spec))
     pad = cfg.n_fft // 2
-    out = out[pad : pad + length]
-    norm = norm[pad : pad + length]
-    return out / np.maximum(norm, 1e-3)
+    return out[pad : pad + length] / np.maximum(norm[pad : pad + length], 1e-3)
 
 
 def log_mel(wave: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
@@ -86,7 +101,7 @@ def log_mel(wave: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     return np.log(np.maximum(mag @ mel_filterbank(cfg).T, LOG_FLOOR)).astype(np.float32)
 
 
-def griffin_lim(logmel: np.ndarray, cfg: AudioConfig = AudioConfig(), iters: int = 48, seed: int = 0) -> np.ndarray:
+def griffin_lim(logmel: np.ndarray, cfg: AudioConfig = AudioConfig(), iters: int = 32, seed: int = 0) -> np.ndarray:
     """Fast Griffin-Lim (momentum 0.99) from log-mel: (F, n_mels) -> (F * hop,) float32 waveform."""
     mel = np.exp(np.asarray(logmel, dtype=np.float32))
     mag = np.maximum(mel @ _mel_pinv(cfg).T, 0.0)  # (F, bins)
@@ -102,7 +117,7 @@ def griffin_lim(logmel: np.ndarray, cfg: AudioConfig = AudioConfig(), iters: int
     return istft(mag * angles, cfg, length)
 
 
-def vocode(logmel: np.ndarray, cfg: AudioConfig = AudioConfig(), iters: int = 48) -> np.ndarray:
+def vocode(logmel: np.ndarray, cfg: AudioConfig = AudioConfig(), iters: int = 32) -> np.ndarray:
     """Log-mel to a waveform with the peak kept below full scale: (F, n_mels) -> (F * hop,) float32."""
     wave = griffin_lim(logmel, cfg, iters=iters)
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0

@@ -60,16 +60,42 @@ class Solver(str, Enum):
 
 # --------------------------------------------------------------------------- shared options
 
-Videos = Annotated[Optional[list[str]], typer.Argument(help="Input videos (a name starting with '-': put `--` first).", show_default=False)]  # noqa: E501
-Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (one input only); .wav writes only the audio.")]  # noqa: E501
+Videos = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Input videos (a name starting with '-': put `--` first).", show_default=False),
+]
+Output = Annotated[
+    Optional[Path], typer.Option("-o", "--output", help="Output file (one input only); .wav writes only the audio.")
+]
 OutDir = Annotated[Optional[Path], typer.Option("--out-dir", help="Write outputs here (created if missing).")]
-MixOpt = Annotated[Optional[Mix], typer.Option("--mix", help="replace: drop the original sound; add: mix under it; keep: original first, generated as a 2nd track. Default: keep if the video has sound, else replace.")]  # noqa: E501
-GainDb = Annotated[Optional[float], typer.Option("--gain-db", help="Gain of the generated track in dB (default: -6 for add, else 0).")]  # noqa: E501
+MixOpt = Annotated[
+    Optional[Mix],
+    typer.Option(
+        "--mix",
+        help=(
+            "replace: drop the original sound; add: mix under it; keep: original first, generated as a "
+            "2nd track. Default: keep if the video has sound (never drop it silently), else replace."
+        ),
+    ),
+]
+GainDb = Annotated[
+    Optional[float], typer.Option("--gain-db", help="Gain of the generated track in dB (default: -6 for add, else 0).")
+]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
-Cfg = Annotated[Optional[float], typer.Option("--cfg", min=0.0, max=100.0, help="Classifier-free guidance weight (default: the model's).")]  # noqa: E501
+Cfg = Annotated[
+    Optional[float],
+    typer.Option("--cfg", min=0.0, max=100.0, help="Classifier-free guidance weight (default: the model's)."),
+]
 SolverOpt = Annotated[Optional[Solver], typer.Option("--solver", help="ODE solver (default: the model's).")]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Noise seed.")]
-Model = Annotated[Optional[str], typer.Option("--model", envvar="VSSFLOW_MODEL", help="Model name, owner/repo@rev or bundle folder (default: embedded vssflow-tiny).")]  # noqa: E501
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        envvar="VSSFLOW_MODEL",
+        help="Model name, owner/repo@rev or bundle folder (default: embedded vssflow-tiny).",
+    ),
+]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per input on stdout.")]
 Wav = Annotated[bool, typer.Option("--wav", help="Write only the generated audio (.wav).")]
@@ -79,7 +105,14 @@ FromList = Annotated[Optional[Path], typer.Option("--from-list", help="Also read
 Report = Annotated[Optional[Path], typer.Option("--report", help="Write a JSON report of the batch to FILE.")]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
 Lang = Annotated[str, typer.Option("--lang", help="Script language (espeak-ng voice code).")]
-AsrModel = Annotated[Optional[str], typer.Option("--asr-model", help="Transcription model (faster-whisper name or folder).")]  # noqa: E501
+AsrModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--asr-model",
+        envvar="VSSFLOW_ASR_MODEL",
+        help="Transcription model: a faster-whisper (CTranslate2) folder or Hub id.",
+    ),
+]
 
 
 # --------------------------------------------------------------------------- printing
@@ -134,14 +167,18 @@ class _StageProgress:
 def _print_summary(report: BatchReport, console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"vssflow {report.command}: {report.count('ok')} ok, {report.count('failed')} failed, "
-                        f"{report.count('skipped')} skipped", title_justify="left")  # fmt: skip
+    title = (f"vssflow {report.command}: {report.count('ok')} ok, {report.count('failed')} failed, "
+             f"{report.count('skipped')} skipped")  # fmt: skip
+    if report.count("pending"):
+        title += f", {report.count('pending')} not run"
+    table = Table(title=title + (" (interrupted)" if report.interrupted else ""), title_justify="left")
     for col in ("input", "status", "output / error", "s"):
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "failed": "red", "skipped": "yellow", "pending": "dim"}
     for it in report.items:
         detail = it.error if it.status == "failed" else (it.output or "")
-        table.add_row(it.input, f"[{style[it.status]}]{it.status}[/]", detail, f"{it.seconds:.1f}")
+        status = "not run" if it.status == "pending" else it.status
+        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail, f"{it.seconds:.1f}")
     console.print(table)
 
 
@@ -196,7 +233,16 @@ def _run_task(
     run_one: Any,
 ) -> int:
     """Shared driver of foley/dub: inputs -> outputs -> batch with one model load -> summary."""
-    from vssflow_cli.batch import BatchReport, Item, dedupe, parse_shard, read_list, run_batch, select_shard, write_report  # noqa: E501
+    from vssflow_cli.batch import (
+        BatchReport,
+        Item,
+        dedupe,
+        parse_shard,
+        read_list,
+        run_batch,
+        select_shard,
+        write_report,
+    )
     from vssflow_cli.signals import Interrupted
 
     inputs = list(videos or [])
@@ -290,7 +336,10 @@ def foley(
 @app.command()
 def dub(
     videos: Videos = None,
-    text: Annotated[Optional[Path], typer.Option("--text", help="Script: .txt, .srt or .vtt (default: transcribe the original audio).")] = None,  # noqa: E501
+    text: Annotated[
+        Optional[Path],
+        typer.Option("--text", help="Script: .txt, .srt or .vtt (default: transcribe the original audio)."),
+    ] = None,
     lang: Lang = "en-us",
     asr_model: AsrModel = None,
     output: Output = None,
@@ -333,7 +382,7 @@ def dub(
 def transcribe(
     video: Annotated[str, typer.Argument(help="Video or audio file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Subtitle file to write (.srt).")],
-    lang: Lang = "en",
+    lang: Annotated[Optional[str], typer.Option("--lang", help="Spoken language, e.g. en (default: detect).")] = None,
     asr_model: AsrModel = None,
     device: DeviceOpt = Device.auto,
     overwrite: Overwrite = False,
@@ -344,6 +393,10 @@ def transcribe(
     from vssflow_cli.transcribe import transcribe as run_transcribe
     from vssflow_cli.transcribe import write_srt
 
+    if not asr_model:
+        raise UsageError("transcribe needs --asr-model PATH (a faster-whisper model folder) or $VSSFLOW_ASR_MODEL")
+    if output.suffix.lower() != ".srt":
+        raise UsageError(f"-o {output}: transcripts are written as SubRip; name the output *.srt")
     check_output_path(output, overwrite=overwrite, inputs=(Path(video),))
     segments = run_transcribe(read_audio(video, 16000), asr_model, lang, device.value)
     write_srt(segments, output)
@@ -371,8 +424,11 @@ def info(
             print(json.dumps(d, ensure_ascii=False))
         else:
             audio = f"{d['audio_codec']} {d['audio_rate']} Hz x{d['audio_channels']}" if d["has_audio"] else "none"
-            print(f"{d['path']}: {d['duration']:.3f} s, {d['width']}x{d['height']} {d['video_codec']} "
-                  f"{d['fps']:.3f} fps{' (VFR)' if d['vfr'] else ''}, rotation {d['rotation']}, audio {audio}")  # fmt: skip
+            vfr = " (VFR)" if d["vfr"] else ""
+            print(
+                f"{d['path']}: {d['duration']:.3f} s, {d['width']}x{d['height']} {d['video_codec']} "
+                f"{d['fps']:.3f} fps{vfr}, rotation {d['rotation']}, audio {audio}"
+            )
     return code
 
 
@@ -474,7 +530,9 @@ def models_pull(
 
 
 @models_app.command("verify")
-def models_verify(spec: Annotated[Optional[str], typer.Argument(help="Name or folder (default: embedded).")] = None) -> int:  # noqa: E501
+def models_verify(
+    spec: Annotated[Optional[str], typer.Argument(help="Name or folder (default: embedded).")] = None,
+) -> int:
     """Check every file of a bundle against the sha256 in its manifest."""
     from vssflow_cli.bundle import load_manifest, resolve_model
 
@@ -530,7 +588,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,  # noqa: E501
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """Foley and lip-synced dubbing for local videos (VSSFlow)."""
 

@@ -132,20 +132,75 @@ def _to_pixels(face, w: int, h: int) -> np.ndarray:
     return pts * np.array([w, h, w], np.float32)
 
 
+def _square_crop(frame: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """frame[y0:y0+side, x0:x0+side], zero-padded where the square leaves the frame."""
+    h, w = frame.shape[:2]
+    out = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _run_mesh(mesh, image: np.ndarray, x0: int = 0, y0: int = 0) -> list[np.ndarray]:
+    """Faces found by ``mesh`` in ``image`` as (N, 3) pixel landmarks, shifted by (x0, y0)."""
+    with _quiet_stderr():  # mediapipe logs (e.g. about non-square ROIs) straight to fd 2
+        res = mesh.process(image)
+    if not res.multi_face_landmarks:
+        return []
+    h, w = image.shape[:2]
+    shift = np.array([x0, y0, 0], np.float32)
+    return [_to_pixels(f, w, h) + shift for f in res.multi_face_landmarks]
+
+
+def _search_scales(h: int, w: int) -> list[list[tuple[int, int, int]]]:
+    """Square windows (x0, y0, side) per scale for finding small faces.
+
+    The detector sees a frame at 128 px, so faces under ~10% of the frame width are missed;
+    squares of the short side and of half of it (overlapping by half) make them 2-4x larger.
+    """
+    scales = []
+    for side in (min(h, w), min(h, w) // 2):
+        if side < 48:
+            continue
+        step = side // 2
+        xs = sorted({min(x, w - side) for x in range(0, w - side + step, step)})
+        ys = sorted({min(y, h - side) for y in range(0, h - side + step, step)})
+        scales.append([(x, y, side) for y in ys for x in xs])
+    return scales
+
+
+def _search(mesh, frame: np.ndarray) -> list[np.ndarray]:
+    """All faces of a frame: the whole frame first, then square tiles, coarse scale first."""
+    faces = _run_mesh(mesh, frame)
+    if faces:
+        return faces
+    h, w = frame.shape[:2]
+    found: list[np.ndarray] = []
+    for tiles in _search_scales(h, w):
+        for x0, y0, side in tiles:
+            tile = np.ascontiguousarray(frame[y0 : y0 + side, x0 : x0 + side])
+            for f in _run_mesh(mesh, tile, x0, y0):
+                if all(_iou(_box(f), _box(g)) < 0.3 for g in found):  # same face, overlapping tiles
+                    found.append(f)
+        if found:
+            break
+    return found
+
+
+def _largest(faces: list[np.ndarray]) -> np.ndarray:
+    return max(faces, key=lambda p: float(np.ptp(p[:, 0]) * np.ptp(p[:, 1])))
+
+
 def face_landmarks(image: np.ndarray, refine: bool = False) -> np.ndarray | None:
     """Landmarks of the largest face in one RGB uint8 image: (468 or 478, 3) pixels, or None."""
     image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
     mesh = _face_mesh(static=True, max_faces=4, refine=refine)
     try:
-        with _quiet_stderr():
-            res = mesh.process(image)
+        faces = _search(mesh, image)
     finally:
         mesh.close()
-    if not res.multi_face_landmarks:
-        return None
-    h, w = image.shape[:2]
-    faces = [_to_pixels(f, w, h) for f in res.multi_face_landmarks]
-    return max(faces, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+    return _largest(faces) if faces else None
 
 
 def _box(pts: np.ndarray) -> np.ndarray:
@@ -199,23 +254,32 @@ def mouth_crop(grey: np.ndarray, centre: np.ndarray, side: float, angle: float) 
 class LipTracker:
     """Tracks the main face over consecutive frames of one video; a context manager.
 
-    The main face is the one overlapping the previous frame's box most; when the track starts
-    (or was lost for ``_LOST_AFTER`` frames) it is the largest face.
+    Finding: the whole frame, then square tiles (small faces), every ``search_every`` frames
+    while no face is tracked. Tracking: mediapipe in video mode on a square region of twice the
+    last face box, so a small face keeps enough pixels. The main face is the one overlapping the
+    previous box; when a track starts (or another person takes over) it is the largest face.
     """
 
-    def __init__(self, max_faces: int = 2, refine_landmarks: bool = False, fps: float = FEATURE_FPS):
+    def __init__(
+        self, max_faces: int = 4, refine_landmarks: bool = False, fps: float = FEATURE_FPS, search_every: int = 5
+    ):
         self.max_faces = max_faces
         self.refine_landmarks = refine_landmarks
         self.fps = fps
-        self._mesh = None
+        self.search_every = search_every
+        self._finder = None  # static-image face mesh for searching
+        self._follower = None  # video-mode face mesh on the region around the tracked face
+        self._missing = 0  # consecutive frames without the face
         self._reset_track()
 
     def _reset_track(self) -> None:
         self._box: np.ndarray | None = None
-        self._missing = 0
         self._prev_inner: float | None = None
         self._pos: np.ndarray | None = None  # EMA of (dx, dy)
         self._crop: tuple[np.ndarray, float, float] | None = None  # EMA centre, side, angle
+        if getattr(self, "_follower", None) is not None:
+            self._follower.close()  # its internal tracking state belongs to the old face
+            self._follower = None
 
     def __enter__(self) -> LipTracker:
         return self
@@ -224,33 +288,40 @@ class LipTracker:
         self.close()
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for mesh in (self._finder, self._follower):
+            if mesh is not None:
+                mesh.close()
+        self._finder = self._follower = None
 
-    def _detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        if self._mesh is None:
-            self._mesh = _face_mesh(static=False, max_faces=self.max_faces, refine=self.refine_landmarks)
-            with _quiet_stderr():  # the first call starts the TFLite delegates, which log
-                res = self._mesh.process(frame)
-        else:
-            res = self._mesh.process(frame)
-        if not res.multi_face_landmarks:
-            return []
-        h, w = frame.shape[:2]
-        return [_to_pixels(f, w, h) for f in res.multi_face_landmarks]
+    def _follow(self, frame: np.ndarray) -> np.ndarray | None:
+        box = self._box
+        side = int(max(64.0, 2.0 * float(max(box[2] - box[0], box[3] - box[1]))))
+        x0 = int(round((box[0] + box[2]) / 2 - side / 2))
+        y0 = int(round((box[1] + box[3]) / 2 - side / 2))
+        if self._follower is None:
+            self._follower = _face_mesh(static=False, max_faces=1, refine=self.refine_landmarks)
+        faces = _run_mesh(self._follower, _square_crop(frame, x0, y0, side), x0, y0)
+        return faces[0] if faces else None
 
-    def _choose(self, faces: list[np.ndarray]) -> np.ndarray:
-        """The tracked face (best overlap with the last box), else the largest, restarting the track."""
-        boxes = [_box(f) for f in faces]
+    def _find(self, frame: np.ndarray) -> np.ndarray | None:
+        if self._finder is None:
+            self._finder = _face_mesh(static=True, max_faces=self.max_faces, refine=self.refine_landmarks)
+        faces = _search(self._finder, frame)
+        if not faces:
+            return None
         if self._box is not None:
-            overlaps = [_iou(b, self._box) for b in boxes]
+            overlaps = [_iou(_box(f), self._box) for f in faces]
             best = int(np.argmax(overlaps))
             if overlaps[best] > 0.1:
                 return faces[best]
             self._reset_track()  # another person: don't smooth across the switch
-        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
-        return faces[int(np.argmax(areas))]
+        return _largest(faces)
+
+    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+        pts = self._follow(frame) if self._box is not None else None
+        if pts is None and self._missing % self.search_every == 0:
+            pts = self._find(frame)
+        return pts
 
     def push(self, frames: np.ndarray) -> LipResult:
         """frames uint8 (n, H, W, 3) RGB, consecutive -> LipResult for these n frames."""
@@ -262,15 +333,15 @@ class LipTracker:
         boxes = np.zeros((n, 4), np.float32)
         for i in range(n):
             frame = np.ascontiguousarray(frames[i, ..., :3], dtype=np.uint8)
-            faces = self._detect(frame)
-            if not faces:
+            pts = self._detect(frame)
+            if pts is None:
                 self._missing += 1
-                if self._missing >= _LOST_AFTER:
-                    self._reset_track()
                 self._prev_inner = None
+                if self._missing == _LOST_AFTER:
+                    self._reset_track()
                 continue
-            pts = self._choose(faces)
-            self._box, self._missing = _box(pts), 0
+            self._missing = 0
+            self._box = _box(pts)
             g = lip_geometry(pts, frame.shape[:2])
             pos = np.array([g["dx"], g["dy"]], np.float32)
             self._pos = pos if self._pos is None else _POS_ALPHA * pos + (1 - _POS_ALPHA) * self._pos

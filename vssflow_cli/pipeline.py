@@ -184,9 +184,7 @@ class _Track:
         return self.data[: self.n]
 
 
-def visual_features(
-    path: Path, info: MediaInfo, clock: _Clock, progress: Progress
-) -> tuple[np.ndarray, np.ndarray]:
+def visual_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """video (n, video_dim), sync (n, sync_dim) float32 at FEATURE_FPS for the whole clip."""
     from vssflow_cli.vision import VisualFeatureStream
 
@@ -245,7 +243,8 @@ class _TrackWriter:
         import soundfile as sf
 
         self.n_total, self.n = n_total, 0
-        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format="WAV")
+        fmt = "W64" if path.suffix == ".w64" else "WAV"  # Wave64: no 4 GB limit for the temp track
+        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
 
     def write(self, samples: np.ndarray) -> None:
         import numpy as np
@@ -255,11 +254,17 @@ class _TrackWriter:
         self.n += len(take)
 
     def close(self) -> None:
+        """Pad with silence to exactly ``n_total`` samples and close."""
         import numpy as np
 
-        if self.n < self.n_total:
-            self.f.write(np.zeros(self.n_total - self.n, np.float32))
-            self.n = self.n_total
+        while self.n < self.n_total:
+            k = min(self.n_total - self.n, 1 << 20)
+            self.f.write(np.zeros(k, np.float32))
+            self.n += k
+        self.f.close()
+
+    def discard(self) -> None:
+        """Close without padding (the file is being thrown away)."""
         self.f.close()
 
 
@@ -299,6 +304,21 @@ def _generate(
     return total
 
 
+def _generate_to(
+    path: Path, subtype: str, synth: Any, conds: dict[str, np.ndarray], n: int, n_samples: int, opts: JobOptions,
+    clock: _Clock, progress: Progress,
+) -> int:  # fmt: skip
+    """Generate the whole track into the WAV ``path`` (exactly ``n_samples``); returns the window count."""
+    writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype)
+    try:
+        n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
+    return n_windows
+
+
 def _n_latent(info: MediaInfo, synth: Any) -> int:
     return max(1, int(round(info.duration * synth.config.latent_fps)))
 
@@ -334,19 +354,11 @@ def _finish(
     mix = None if opts.wav_only else _default_mix(opts, info)
     if opts.wav_only:
         with atomic_output(out) as tmp:
-            writer = _TrackWriter(tmp, sr, n_samples, "PCM_16")
-            try:
-                n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
-            finally:
-                writer.close()
+            n_windows = _generate_to(tmp, "PCM_16", synth, conds, n, n_samples, opts, clock, progress)
     else:
         with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
-            wav = Path(tmpdir) / "generated.wav"
-            writer = _TrackWriter(wav, sr, n_samples, "FLOAT")
-            try:
-                n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
-            finally:
-                writer.close()
+            wav = Path(tmpdir) / "generated.w64"
+            n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress)
             progress("mux", 0, 1)
             with clock("mux"):
                 mux(video, wav, out, mix=mix, gain_db=opts.gain_db, title=f"vssflow {task}", info=info)
@@ -397,6 +409,11 @@ def _script_segments(
         return parse_script(script)
     if not info.has_audio:
         raise InputError(f"{video}: no audio to transcribe and no script; pass --text script.txt (or .srt/.vtt)")
+    if not opts.asr_model:
+        raise UsageError(
+            f"{video}: no --text given and no transcription model; pass --text script.txt (or .srt/.vtt), "
+            "or --asr-model PATH (a faster-whisper model folder)"
+        )
     from vssflow_cli.media import read_audio
     from vssflow_cli.transcribe import transcribe
 
@@ -456,3 +473,4 @@ def load_synthesizer(opts: JobOptions) -> Any:
     from vssflow_cli.runtime import Synthesizer
 
     return Synthesizer.from_spec(opts.model, device=opts.device)
+

@@ -356,7 +356,7 @@ class Synthesizer:
         (mel,) = self.decoder.run(["logmel"], {"latent": np.ascontiguousarray(z)})
         return np.asarray(mel, dtype=np.float32)
 
-    def decode(self, latent: np.ndarray, *, vocoder_iters: int = 48) -> np.ndarray:
+    def decode(self, latent: np.ndarray, *, vocoder_iters: int = 32) -> np.ndarray:
         """Latent (B, T, C) -> waveform (B, T * samples_per_latent) float32 at the model's sample rate."""
         from vssflow_cli.audio import vocode
 

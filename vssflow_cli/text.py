@@ -28,7 +28,6 @@ import numpy as np
 
 from vssflow_cli.errors import InputError, UsageError
 
-log = logging.getLogger(__name__)
 
 WORD_BOUNDARY = " "
 
@@ -222,15 +221,28 @@ def espeak_languages() -> dict[str, str]:
     return dict(EspeakBackend.supported_languages())
 
 
+def resolve_language(lang: str) -> str:
+    """An espeak-ng language code for ``lang``: exact (``fr-fr``), or a bare code (``fr`` -> ``fr-fr``,
+    ``en`` -> ``en-us``). Raises UsageError for unknown languages."""
+    languages = espeak_languages()
+    code = lang.strip().lower().replace("_", "-")
+    if code in languages:
+        return code
+    preferred = {"en": "en-us", "pt": "pt-br"}.get(code, f"{code}-{code}")
+    if preferred in languages:
+        return preferred
+    regional = sorted(c for c in languages if c.startswith(code + "-"))
+    if regional:
+        return regional[0]
+    examples = ", ".join(c for c in ("en-us", "en-gb", "fr-fr", "es", "it", "de", "ru") if c in languages)
+    raise UsageError(
+        f"unknown language '{lang}' — use an espeak-ng voice code, e.g. {examples} ({len(languages)} available)"
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _backend(lang: str):
-    languages = espeak_languages()
-    if lang not in languages:
-        examples = ", ".join(c for c in ("en-us", "en-gb", "fr-fr", "es", "it", "de", "ru") if c in languages)
-        raise UsageError(
-            f"unknown language '{lang}' — use an espeak-ng voice code, e.g. {examples} "
-            f"({len(languages)} available)"
-        )
+    lang = resolve_language(lang)
     from phonemizer.backend import EspeakBackend
 
     quiet = logging.getLogger("vssflow.phonemizer")
@@ -469,12 +481,12 @@ def _resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 def espeak_speech(text: str, lang: str = "en-us", sample_rate: int = 16000, wpm: int = 160) -> np.ndarray:
     """Speak ``text`` with espeak-ng's formant synthesiser; float32 mono at ``sample_rate``.
 
-    A robotic but real speech signal, available offline (tests, placeholder voices).
+    A robotic but real speech signal, available offline (tests, placeholder voices). ``wpm`` is
+    the speaking rate in words per minute.
     """
     import ctypes
 
-    if lang not in espeak_languages():
-        _backend(lang)  # raises the UsageError naming the language
+    lang = resolve_language(lang)
     lib, rate, chunks, voice_type, _ = _espeak_lib()
     espeak_rate_param = 1
     with _ESPEAK_LOCK:

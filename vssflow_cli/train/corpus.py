@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,13 +172,14 @@ def split_of(source_file: str) -> str:
 
 @dataclass
 class ClipPlan:
+    """One clip to build: its final (normalised, padded) audio and where speech is in it."""
+
     clip_id: str
     rec: Recording
     wave: np.ndarray  # normalised, padded to n_frames * SPL
     n_frames: int
     voiced: tuple[float, float] = (0.0, 0.0)  # speech span in seconds
     chunk: int = 0
-    meta: dict = field(default_factory=dict)
 
 
 def plan_speech(rec: Recording, wave: np.ndarray) -> tuple[list[ClipPlan], str]:
