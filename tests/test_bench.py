@@ -83,7 +83,7 @@ def test_run_bench_reports_sane_numbers(bench_bundle: Path) -> None:
     assert r["matmul_gflops"] > 0.5 and r["matmul_gflops_ort"] > 0.5  # onnx is installed here
     best = max(r["matmul_gflops"], r["matmul_gflops_ort"])
     assert math.isclose(r["share_of_peak"], r["achieved_gflops"] / best, rel_tol=0.02)
-    assert 0 < r["share_of_peak"] < 3  # > 1 is possible only when other processes slowed the matmuls
+    assert r["share_of_peak"] > 0  # no upper bound: other processes can slow the matmul probe arbitrarily
 
 
 def test_run_bench_without_checkpoint_reports_none(tmp_path: Path, bench_bundle: Path) -> None:

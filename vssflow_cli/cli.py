@@ -580,6 +580,53 @@ def bench(
     return 0
 
 
+data_app = typer.Typer(help="Build the offline training corpus.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("build")
+def data_build(
+    out_dir: Annotated[Path, typer.Argument(help="Corpus folder (created; re-running resumes).")],
+    langs: Annotated[str, typer.Option("--langs", help="Speech languages, comma-separated.")] = "en,fr,es,it,ru",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Worker processes.")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Build at most N recordings.")] = None,
+) -> int:
+    """Download the Debian packages, render a video per recording and extract its features."""
+    from vssflow_cli.train.corpus import main as corpus_main
+
+    argv = [str(out_dir), "--langs", langs, "--jobs", str(jobs)] + (["--limit", str(limit)] if limit else [])
+    return int(corpus_main(argv) or 0)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> int:
+    """Train on a corpus (PyTorch Lightning; resumes): arguments of `python -m vssflow_cli.train.fit`."""
+    from vssflow_cli.train.fit import main as fit_main
+
+    return int(fit_main(list(ctx.args)) or 0)
+
+
+@app.command(name="eval")
+def evaluate(
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder with a held-out split.")],
+    model: Model = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Held-out clips per kind.")] = 40,
+    steps: Steps = None,
+    cfg: Annotated[Optional[float], typer.Option("--cfg", min=0.0, help="Guidance weight.")] = None,
+    device: DeviceOpt = Device.auto,
+    no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the control models.")] = False,
+    as_json: Json = False,
+) -> int:
+    """Metrics on the held-out split: WER, onset F1, lip-envelope correlation, with controls."""
+    from vssflow_cli.eval import evaluate as run_eval
+
+    console = _stderr_console()
+    res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value,
+                   controls=not no_controls, log=lambda s: console.print(s, highlight=False))
+    print(json.dumps(res, indent=None if as_json else 2))
+    return 0
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"vssflow {__version__}")

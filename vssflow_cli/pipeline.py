@@ -5,10 +5,12 @@ the video/sync conditions (lip and phonemes zeroed) -> decode to audio -> crossf
 
 ``dub``: script (``--text``, or a transcription of the original audio) -> segments placed in
 time (timed cues keep their times, plain text goes where the lips move) -> phoneme ids stretched
-over each span; frames (25 fps, ~256 px wide) -> lip features; per window: sample with phonemes
-and lips. The video/sync conditions are zero for dubbing (VSSFlow's VisualTTS setting: speech
-from lips + phonemes), so the scene's own sounds are not generated; keep them with ``--mix keep``
-or ``--mix add``.
+over each span; frames (25 fps, ~640 px wide) -> lip features; per window: sample with phonemes,
+lips and the video/sync features of the same frames (the model was trained on speech clips with
+their talking-face video, and on speech mixed into scenes, so a dub may carry scene sound too).
+
+Every window is sampled at the model's full window length, conditions zero-padded past the end of
+a short clip, because that is the shape the model was trained on; the padding is cut afterwards.
 
 Memory is bounded for long inputs: frames are streamed in chunks, only the small per-frame
 features are kept (about 1 KB per frame), and the generated track is written incrementally to a
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 FEATURE_FPS = 25.0  # frame rate of every visual feature (vision.FEATURE_FPS)
 VIS_SIZE = 64  # frames for the visual/sync features are VIS_SIZE x VIS_SIZE (vision.VIS_SIZE)
-LIP_WIDTH = 256  # frames for face landmarks are decoded this wide, aspect kept
+LIP_WIDTH = 640  # frames for face landmarks are decoded this wide, aspect kept (faces >= ~4% of the width)
 CHUNK_FRAMES = 250  # frames per decoded chunk (10 s at 25 fps)
 OVERLAP_SECONDS = 1.0  # crossfade between consecutive model windows
 MIN_FACE_FRACTION = 0.3  # dub: share of frames that must show a face
@@ -278,6 +280,8 @@ def _generate(
     progress: Progress,
 ) -> int:
     """Sample + decode every window and crossfade into ``writer``. conds: name -> (n_frames, ...)."""
+    import numpy as np
+
     from vssflow_cli.windows import Crossfader, plan_windows
 
     cfg = synth.config
@@ -291,14 +295,19 @@ def _generate(
         def step(k: int, n: int, i: int = i) -> None:
             progress("sampling", i + k / max(n, 1), total)
 
-        batch = {name: a[s:e][None] for name, a in conds.items()}
+        n = max(e - s, window)
+        batch = {}
+        for name, a in conds.items():
+            padded = np.zeros((1, n, *a.shape[1:]), a.dtype)
+            padded[0, : e - s] = a[s:e]
+            batch[name] = padded
         with clock("sampling"):
             latents = synth.sample(
-                batch, e - s, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step
+                batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step
             )
         progress("sampling", i + 1, total)
         with clock("decode_audio"):
-            wave = synth.decode(latents)[0]
+            wave = synth.decode(latents[:, : e - s])[0]
             writer.write(fader.add(wave))
         progress("decode_audio", i + 1, total)
     return total
@@ -462,7 +471,8 @@ def dub(
             spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
             track = phoneme_track(spans, len(lip), FEATURE_FPS)
         placed_count.append(len(placed))
-        return {"phonemes": track.astype(np.int64), "lip": lip}
+        video_feats, sync = visual_features(video, info, clock, progress)
+        return {"phonemes": track.astype(np.int64), "lip": lip, "video": video_feats, "sync": sync}
 
     res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
     return dataclasses.replace(res, segments=placed_count[0] if placed_count else None)
