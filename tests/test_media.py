@@ -111,11 +111,11 @@ def test_probe_rejects_bad_files(tmp_path: Path, content: bytes | None, match: s
         media.probe(p)
 
 
-def test_names_are_never_options_or_protocols(tmp_path: Path, clip4_silent: Path):
+def test_names_are_never_options_or_protocols(tmp_path: Path, clip4_silent: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names, as a user types them; restored after the test
     for name in ("-y.mp4", "concat:x.mp4", "a b ünï.mp4", "-i"):
         p = tmp_path / name
         shutil.copy(clip4_silent, p)
-        os.chdir(tmp_path)
         assert media.probe(name).duration == pytest.approx(4.0, abs=FRAME)
         assert sum(len(c) for c in media.iter_frames(name, fps=25, width=16, height=16)) == 100
 
