@@ -435,6 +435,23 @@ def _script_segments(
     return segments
 
 
+def _speaking_spans(video: Path, info: MediaInfo, lip_spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Where untimed script text goes: lip motion, narrowed to voice activity when the video has sound.
+
+    Voice activity inside the lip-motion spans is the on-screen speaker talking; when the two never overlap
+    (a voice-over, or no visible motion), whichever is non-empty is used.
+    """
+    if not info.has_audio:
+        return lip_spans
+    from vssflow_cli.media import read_audio
+    from vssflow_cli.text import merge_spans
+    from vssflow_cli.vad import speech_spans
+
+    voice = speech_spans(read_audio(video, 16000))
+    both = [(max(a, c), min(b, d)) for a, b in lip_spans for c, d in voice if min(b, d) > max(a, c)]
+    return merge_spans(both, max_gap=0.3) or lip_spans or voice
+
+
 def dub(
     video: str | os.PathLike[str], out: str | os.PathLike[str], script: str | os.PathLike[str] | None,
     opts: JobOptions, synth: Any, progress: Progress | None = None,
@@ -461,7 +478,7 @@ def dub(
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         lip = lip_features(video, info, clock, progress)
         with clock("features"):
-            speaking = lip_motion_spans(lip, FEATURE_FPS)
+            speaking = _speaking_spans(video, info, lip_motion_spans(lip, FEATURE_FPS))
             placed = place_segments(segments, info.duration, speaking)
             if not placed:
                 raise InputError(

@@ -622,14 +622,22 @@ def build_corpus(
     limit: int | None = None,
     jobs: int = 1,
     licences_out: Path | None = None,
+    build: bool = True,
 ) -> dict:
-    """Fetch, unpack and build everything into ``root``; returns a summary (also written to ``summary.json``)."""
+    """Fetch, unpack and build everything into ``root``; returns a summary (also written to ``summary.json``).
+
+    ``build=False`` only rewrites ``index.jsonl``, ``LICENSES.md``, ``sources.json`` and ``summary.json`` from
+    the recordings finished so far.
+    """
     t0 = time.time()
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     pkgs, order = collect(root, langs)
     if limit:
         order = order[:limit]
+    for sub in ("clips", "heldout", "done"):  # leftovers of an interrupted build
+        for part in (root / sub).glob(".*.part"):
+            part.unlink()
     log.info("%d recordings to build from %d packages into %s", len(order), len(pkgs), root)
 
     # index.jsonl = finished recordings first (rewritten), then rows appended as recordings finish
@@ -639,7 +647,7 @@ def build_corpus(
         if p.exists():
             finished[rec.rec_id] = json.loads(p.read_text(encoding="utf-8"))
     _write_index(root, list(finished.values()))
-    todo = [r for r in order if r.rec_id not in finished]
+    todo = [r for r in order if r.rec_id not in finished] if build else []
     log.info("%d already built, %d to do", len(finished), len(todo))
 
     results: dict[str, dict] = dict(finished)
@@ -689,13 +697,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="build only the first N recordings of the build order")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--licences-out", type=Path, default=None, help="also write LICENSES.md here")
+    ap.add_argument("--finalize", action="store_true", help="build nothing; rewrite index, licences and summary")
     a = ap.parse_args(argv)
     langs = tuple(x.strip() for x in a.langs.split(",") if x.strip())
     bad = [x for x in langs if x not in ALL_LANGS]
     if bad:
         ap.error(f"unknown language(s) {bad}; choose from {','.join(ALL_LANGS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    summary = build_corpus(a.dir, langs, a.limit, max(1, a.jobs), a.licences_out)
+    summary = build_corpus(a.dir, langs, a.limit, max(1, a.jobs), a.licences_out, build=not a.finalize)
     print(json.dumps(summary, indent=1, ensure_ascii=False))
     return 1 if summary["errors"] else 0
 
