@@ -255,3 +255,14 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> CliRunner:
 
 def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: a second thread gains little and spin-waits badly on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from small_model import SMALL_SPK
 
 from vssflow_cli.config import tiny_config
 from vssflow_cli.export import dummy_inputs, export_dit_onnx, torch_vs_onnx_max_rel_err
@@ -16,20 +15,7 @@ from vssflow_cli.model.dit import VSSFlowDiT
 from vssflow_cli.model.flow import torch_velocity
 from vssflow_cli.sampler import sample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second thread gains little and spin-waits badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-SMALL_SPK = dataclasses.replace(
-    tiny_config(), latent_channels=16, width=64, depth=2, heads=2, ffn_hidden=128, cross_dim=32,
-    video_dim=24, lip_dim=8, sync_dim=6, phoneme_vocab=40, phoneme_dim=8, speaker_dim=12,
-)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_like(cfg) -> VSSFlowDiT:

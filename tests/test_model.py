@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+from small_model import SMALL, SMALL_SPK
 
 from vssflow_cli.config import ModelConfig, paper_config, tiny_config
 from vssflow_cli.errors import ModelError
@@ -15,21 +15,7 @@ from vssflow_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from vssflow_cli.model.dit import VSSFlowDiT, count_parameters, step_flops
 from vssflow_cli.model.flow import drop_conditions, flow_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second thread gains little and spin-waits badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-SMALL = dataclasses.replace(
-    tiny_config(), name="small", latent_channels=16, width=64, depth=2, heads=2, ffn_hidden=128,
-    cross_dim=32, video_dim=24, lip_dim=8, sync_dim=6, phoneme_vocab=40, phoneme_dim=8,
-)
-SMALL_SPK = dataclasses.replace(SMALL, speaker_dim=12)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(cfg: ModelConfig, seed: int = 0) -> VSSFlowDiT:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,27 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_model import SMALL_SPK as SMALL
 
-from vssflow_cli.config import tiny_config
 from vssflow_cli.export import dummy_inputs
 from vssflow_cli.model.dit import VSSFlowDiT
 from vssflow_cli.model.flow import torch_velocity
 from vssflow_cli.sampler import cfg_velocity, sample, zero_conditions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second thread gains little and spin-waits badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-SMALL = dataclasses.replace(
-    tiny_config(), latent_channels=16, width=64, depth=2, heads=2, ffn_hidden=128, cross_dim=32,
-    video_dim=24, lip_dim=8, sync_dim=6, phoneme_vocab=40, phoneme_dim=8, speaker_dim=12,
-)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
