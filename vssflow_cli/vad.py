@@ -25,27 +25,39 @@ CONTEXT = 64
 _BLOCK = 512  # frames per call of the sequence model (~16 s)
 
 
-def _model_dir() -> Path:
-    # find_spec does not execute the package (whose import may pull in torch).
+# silero-vad's sequence model (MIT, Silero Team; data/silero_vad.LICENSE) ships inside vssflow, because the
+# silero-vad package itself depends on torch, which the inference install must not pull in.
+VENDORED = Path(__file__).resolve().parent / "data" / "silero_vad_16k_sequence.onnx"
+VENDORED_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
+
+
+def _candidates() -> list[tuple[Path, str]]:
+    """ONNX models to try, in order: the vendored one, then those of an installed silero-vad package."""
+    out = [(VENDORED, "sequence")]
+    # find_spec does not execute the package (whose import pulls in torch).
     spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("voice activity detection needs silero-vad — run `pip install silero-vad`")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(next(iter(spec.submodule_search_locations))) / "data"
+        out += [(data / "silero_vad_16k_sequence.onnx", "sequence"), (data / "silero_vad.onnx", "stream")]
+    return out
 
 
 @functools.lru_cache(maxsize=1)
 def _session():
+    import hashlib
+
     import onnxruntime as ort
 
-    data = _model_dir()
-    for name, kind in (("silero_vad_16k_sequence.onnx", "sequence"), ("silero_vad.onnx", "stream")):
-        if (data / name).is_file():
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(data / name), opts, providers=["CPUExecutionProvider"])
-            return sess, kind
-    raise ModelError(f"no silero-vad ONNX model in {data} — reinstall with `pip install -U silero-vad`")
+    for path, kind in _candidates():
+        if not path.is_file():
+            continue
+        if path == VENDORED and hashlib.sha256(path.read_bytes()).hexdigest() != VENDORED_SHA256:
+            raise ModelError(f"voice activity model {path} is damaged (sha256 mismatch) — reinstall vssflow")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), kind
+    raise ModelError("no voice activity model found — reinstall vssflow (it ships silero-vad's ONNX model)")
 
 
 def _frames_with_context(wave: np.ndarray) -> np.ndarray:
