@@ -66,8 +66,11 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     out = make_simple_bundle(tmp_path)
     raw = json.loads((out / "manifest.json").read_text())
     assert raw["format"] == FORMAT
-    assert set(raw["files"]) == {"dit", "decoder", "checkpoint"}
-    assert raw["files"]["dit"]["path"] == "dit.onnx" and raw["files"]["checkpoint"]["required"] is False
+    roles = {e["role"]: (path, e) for path, e in raw["files"].items()}
+    assert set(roles) == {"dit", "decoder", "checkpoint"}
+    assert roles["dit"][0] == "dit.onnx" and roles["checkpoint"][1]["required"] is False
+    for path, e in raw["files"].items():  # keyed by file name: checkable from the manifest alone
+        assert file_sha256(out / path) == e["sha256"]
 
     m = load_manifest(out)
     assert m.config == CFG
@@ -119,8 +122,9 @@ def test_bad_manifests(tmp_path: Path) -> None:
     (out / "manifest.json").write_text(json.dumps({**raw, "format": "other-9"}))
     with pytest.raises(ModelError, match="format 'other-9'"):
         load_manifest(out)
-    (out / "manifest.json").write_text(json.dumps({**raw, "files": {**raw["files"], "dit": {
-        **raw["files"]["dit"], "path": "../escape.onnx"}}}))
+    files = dict(raw["files"])
+    files["../escape.onnx"] = files.pop("dit.onnx")
+    (out / "manifest.json").write_text(json.dumps({**raw, "files": files}))
     with pytest.raises(ModelError, match="leaves the bundle"):
         load_manifest(out)
     (out / "manifest.json").write_text("{not json")

@@ -8,8 +8,8 @@ Layout (format ``vssflow-bundle-1``)::
     <bundle>/checkpoint.safetensors    role "checkpoint" (optional): torch weights for bench / fine-tuning
 
 The manifest carries the full :class:`ModelConfig`, the phoneme vocabulary, the feature extractor
-names, sampler defaults, licence, provenance, and ``{path, sha256, bytes, required}`` of every
-file. Nothing here imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
+names, sampler defaults, licence, provenance, and ``files: {file name: {role, sha256, bytes,
+required}}``, keyed by file name so the bundle can be checked with the manifest alone. Nothing here imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
 
 Where models come from (:func:`resolve_model`):
 
@@ -109,8 +109,8 @@ class Manifest:
             "name": self.name,
             "version": self.version,
             "config": self.config.to_dict(),
-            "files": {
-                role: {"path": e.path, "sha256": e.sha256, "bytes": e.bytes, "required": e.required}
+            "files": {  # keyed by file name, so any tool can check a bundle with the manifest alone
+                e.path: {"role": role, "sha256": e.sha256, "bytes": e.bytes, "required": e.required}
                 for role, e in sorted(self.files.items())
             },
             "phoneme_vocab": list(self.phoneme_vocab),
@@ -212,8 +212,8 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
             version=str(raw.get("version", "")),
             config=ModelConfig.from_dict(raw["config"]),
             files={
-                role: FileEntry(str(e["path"]), str(e["sha256"]), int(e["bytes"]), bool(e.get("required", True)))
-                for role, e in raw["files"].items()
+                str(e["role"]): FileEntry(str(path), str(e["sha256"]), int(e["bytes"]), bool(e.get("required", True)))
+                for path, e in raw["files"].items()
             },
             phoneme_vocab=tuple(str(s) for s in raw.get("phoneme_vocab", ())),
             features=dict(raw.get("features", {})),
