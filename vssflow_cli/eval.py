@@ -49,23 +49,13 @@ class HeldoutClip:
 
 def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) -> list[HeldoutClip]:
     """Held-out clips that fit one window, speech first then sound, ``limit`` of each kind at most."""
-    from safetensors.numpy import load_file
-
-    from vssflow_cli.train.dataset import read_index
+    from vssflow_cli.train.dataset import iter_split
 
     out: dict[str, list[HeldoutClip]] = {"speech": [], "sound": []}
-    for row in read_index(corpus):
-        if row.get("split") != "test" or row["kind"] not in out:
+    for row, t in iter_split(corpus, "test", config.window_frames):
+        if row["kind"] not in out or (limit and len(out[row["kind"]]) >= limit):
             continue
-        if limit and len(out[row["kind"]]) >= limit:
-            continue
-        path = Path(corpus) / "clips" / f"{row['id']}.safetensors"
-        if not path.exists():
-            continue
-        t = load_file(str(path))
         n = len(t["phonemes"])
-        if n == 0 or n > config.window_frames:
-            continue
         side = Path(corpus) / "heldout" / f"{row['id']}.json"
         info = json.loads(side.read_text()) if side.exists() else {}
         aperture = np.asarray(info.get("apertures", np.zeros(n)), dtype=np.float32)[:n]

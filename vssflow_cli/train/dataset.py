@@ -15,6 +15,7 @@ computed from the composed waveform (log-mel -> :class:`~vssflow_cli.audio.Laten
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,10 @@ def read_index(corpus: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = None) -> list[Clip]:
-    """Load every clip of ``split`` that fits in a window (features are small; waves ~2 MB per minute)."""
+def iter_split(corpus: Path, split: str, max_frames: int) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
+    """(index row, clip tensors) for every built clip of ``split`` that fits in ``max_frames`` latent frames."""
     from safetensors.numpy import load_file
 
-    clips = []
     for row in read_index(corpus):
         if row.get("split") != split:
             continue
@@ -61,9 +61,14 @@ def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = No
         if not path.exists():
             continue
         t = load_file(str(path))
-        n = len(t["phonemes"])
-        if n == 0 or n > max_frames:
-            continue
+        if 0 < len(t["phonemes"]) <= max_frames:
+            yield row, t
+
+
+def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = None) -> list[Clip]:
+    """Load every clip of ``split`` that fits in a window (features are small; waves ~2 MB per minute)."""
+    clips = []
+    for row, t in iter_split(corpus, split, max_frames):
         clips.append(
             Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64))
         )

@@ -1,0 +1,49 @@
+"""Held-out metrics: the scoring functions on known answers, and `evaluate` end to end on a small corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import _write_corpus
+
+from conftest import TEST_CONFIG
+from vssflow_cli.eval import envelope_corr, evaluate, normalise_words, onset_f1, word_errors
+
+
+def test_word_errors_and_normalisation() -> None:
+    assert normalise_words("That's a Valid-number, 42!") == ["that's", "a", "valid", "number"]
+    assert word_errors("the cat sat".split(), "the cat sat".split()) == 0
+    assert word_errors("the cat sat".split(), "a cat sat down".split()) == 2  # one substitution, one insertion
+    assert word_errors("the cat".split(), []) == 2
+
+
+def test_onset_f1_matches_within_tolerance_one_to_one() -> None:
+    ref = np.array([0.5, 1.0, 2.0])
+    assert onset_f1(ref + 0.05, ref) == 1.0
+    assert onset_f1(ref + 0.1, ref) == 0.0  # outside +-80 ms
+    assert onset_f1(np.array([0.5, 0.52]), np.array([0.5])) == pytest.approx(2 / 3)  # one hit, one false alarm
+    assert onset_f1(np.zeros(0), np.zeros(0)) == 1.0 and onset_f1(np.zeros(0), ref) == 0.0
+
+
+def test_envelope_correlation_follows_the_aperture() -> None:
+    fps, sr = 25, 16000
+    aperture = (np.sin(np.linspace(0, 6 * np.pi, 100)) > 0).astype(np.float32)
+    tone = np.sin(2 * np.pi * 200 * np.arange(100 * 640) / sr).astype(np.float32)
+    assert envelope_corr(tone * np.repeat(aperture, 640), aperture, fps, sr) > 0.9
+    assert envelope_corr(tone * np.repeat(1 - aperture, 640), aperture, fps, sr) < -0.9
+
+
+def test_evaluate_end_to_end_with_controls(tmp_path: Path) -> None:
+    from vssflow_cli.bench import random_bundle
+
+    corpus = _write_corpus(tmp_path / "corpus", n_speech=2, n_sound=2)
+    rows = [json.loads(line) for line in (corpus / "index.jsonl").read_text().splitlines()]
+    (corpus / "index.jsonl").write_text("".join(json.dumps({**r, "split": "test"}) + "\n" for r in rows))
+    bundle = random_bundle(tmp_path / "bundle", TEST_CONFIG)
+    res = evaluate(str(bundle), corpus, limit=2, steps=2, device="cpu")
+    for part in (res["model"], res["reference"], res["controls"]["untrained"], res["controls"]["shuffled_conditions"]):
+        assert part["n_speech"] == 2 and part["n_sound"] == 2
+        assert set(part) >= {"wer", "onset_f1", "lip_env_corr"}
