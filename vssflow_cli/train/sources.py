@@ -192,6 +192,17 @@ def _rel(pkg: Package, path: Path) -> str:
     return str(path.relative_to(pkg.root))
 
 
+def _recording(pkg: Package, cr: Copyright, path: Path, *, source_file: str | None = None,
+               licence_key: str | None = None, **fields) -> Recording:
+    """A Recording from ``pkg``: source file defaults to ``path`` inside the package, and its licence is the
+    copyright stanza matching ``licence_key`` (default: the source file)."""
+    source_file = source_file if source_file is not None else _rel(pkg, path)
+    return Recording(
+        path=path, package=pkg.name, version=pkg.version, source_file=source_file,
+        licence=cr.licence_for(licence_key if licence_key is not None else source_file), **fields,
+    )  # fmt: skip
+
+
 def clean_transcript(text: str, lang: str) -> str:
     """Drop annotations in (), [], <> and spell out keypad symbols (English only); '' if nothing is spoken."""
     t = re.sub(r"\([^)]*\)|\[[^\]]*\]|<[^>]*>", " ", text)
@@ -229,15 +240,14 @@ def asterisk_recordings(pkgs: dict[str, Package], lang: str) -> list[Recording]:
         if not text:
             continue
         out.append(
-            Recording(
+            _recording(
+                audio,
+                cr,
+                f,
+                licence_key=f"{lang}-core-sounds",
                 rec_id=f"ast-{lang}-{slug(key)}",
                 kind="speech",
-                path=f,
                 fmt="g722",
-                package=audio.name,
-                version=audio.version,
-                source_file=_rel(audio, f),
-                licence=cr.licence_for(f"{lang}-core-sounds"),
                 lang=lang,
                 text=text,
             )
@@ -279,14 +289,12 @@ def tuxpaint_speech(pkgs: dict[str, Package], langs: tuple[str, ...]) -> list[Re
             continue
         rel = f.relative_to(base)
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                f,
                 rec_id=f"tux-{lang}-{slug(str(rel.parent / stem))}",
                 kind="speech",
-                path=f,
-                package=pkg.name,
-                version=pkg.version,
-                source_file=_rel(pkg, f),
-                licence=cr.licence_for(_rel(pkg, f)),
                 lang=lang,
                 text=text,
             )
@@ -364,14 +372,14 @@ def ufoai_recordings(pkgs: dict[str, Package], root: Path) -> list[Recording]:
             continue  # chat cues, music and speech, not physical sounds
         rel_in_pkg = f"usr/share/games/ufoai/base/0snd.pk3:{n}"
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                dest / n,
+                source_file=rel_in_pkg,
+                licence_key=f"base/{n}",
                 rec_id=f"ufo-{slug(n[len('sound/') : -4])}",
                 kind="sound",
-                path=dest / n,
-                package=pkg.name,
-                version=pkg.version,
-                source_file=rel_in_pkg,
-                licence=cr.licence_for(f"base/{n}"),
                 category=ufoai_category(n),
             )
         )
@@ -424,14 +432,12 @@ def wesnoth_recordings(pkgs: dict[str, Package]) -> list[Recording]:
             continue  # the same sound in two formats
         rel = str(f.relative_to(base))
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                f,
                 rec_id=f"wes-{slug(rel[:-4])}",
                 kind="sound",
-                path=f,
-                package=pkg.name,
-                version=pkg.version,
-                source_file=_rel(pkg, f),
-                licence=cr.licence_for(_rel(pkg, f)),
                 category=wesnoth_category(rel),
             )
         )
@@ -447,14 +453,13 @@ def lincity_recordings(pkgs: dict[str, Package]) -> list[Recording]:
     for f in sorted(base.glob("*.wav")):
         name = _name(f.stem)
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                f,
+                licence_key=f"data/sounds/{f.name}",
                 rec_id=f"lin-{slug(f.stem)}",
                 kind="sound",
-                path=f,
-                package=pkg.name,
-                version=pkg.version,
-                source_file=_rel(pkg, f),
-                licence=cr.licence_for(f"data/sounds/{f.name}"),
                 category="city/" + name.split(" ")[0],
             )
         )
@@ -483,14 +488,14 @@ def bucklespring_recordings(pkgs: dict[str, Package], per_clip: int = 8) -> list
             parts += [base / f"{c}-0.wav", base / f"{c}-1.wav"]
             gaps += [0.06 + h[2 * i % 20] / 255 * 0.12, 0.08 + h[(2 * i + 1) % 20] / 255 * 0.3]  # hold, then pause
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                parts[0],
+                source_file=_rel(pkg, base) + "/{" + ",".join(group) + "}-{0,1}.wav",
+                licence_key=_rel(pkg, parts[0]),
                 rec_id=f"buckle-typing-{group[0]}-{group[-1]}",
                 kind="sound",
-                path=parts[0],
-                package=pkg.name,
-                version=pkg.version,
-                source_file=_rel(pkg, base) + "/{" + ",".join(group) + "}-{0,1}.wav",
-                licence=cr.licence_for(_rel(pkg, parts[0])),
                 category="keyboard",
                 parts=tuple(parts),
                 gaps_s=tuple(gaps),
@@ -518,14 +523,12 @@ def tuxpaint_sounds(pkgs: dict[str, Package]) -> list[Recording]:
         caption = _stamp_texts(f.with_suffix(".txt")).get("en", "")
         category = f"{rel.parts[0]}/{_name(f.stem).replace(' ', '-')}"
         out.append(
-            Recording(
+            _recording(
+                pkg,
+                cr,
+                f,
                 rec_id=f"tux-snd-{slug(str(rel.with_suffix('')))}",
                 kind="sound",
-                path=f,
-                package=pkg.name,
-                version=pkg.version,
-                source_file=_rel(pkg, f),
-                licence=cr.licence_for(_rel(pkg, f)),
                 category=category,
                 caption=caption,
                 image=png if png.exists() else None,
