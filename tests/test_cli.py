@@ -199,6 +199,22 @@ def test_export_command(cli, tmp_path: Path, test_bundle: Path) -> None:
     assert r.returncode == 0, r.stderr
     r = cli("models", "verify", tmp_path / "exported")
     assert r.returncode == 0 and "verified" in r.stdout
+    assert (tmp_path / "exported" / "dit-int8.onnx").is_file()
+    r = cli("export", test_bundle / "checkpoint.safetensors", "--out", tmp_path / "float", "--no-int8")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "float" / "dit-int8.onnx").exists() and (tmp_path / "float" / "dit.onnx").is_file()
+
+
+def test_precision_option(cli, tmp_path: Path, clip4_silent: Path, test_bundle: Path) -> None:
+    runs = {}
+    for precision in ("auto", "fp32", "int8"):
+        out = tmp_path / f"{precision}.wav"
+        r = cli("foley", clip4_silent, "-o", out, "--steps", "1", "--precision", precision, "--json")
+        assert r.returncode == 0, r.stderr
+        runs[precision] = json_lines(r.stdout)[0]["precision"]
+    assert runs == {"auto": "int8", "fp32": "fp32", "int8": "int8"}  # the CPU default is the int8 graph
+    r = cli("foley", clip4_silent, "-o", tmp_path / "x.wav", "--precision", "int4")
+    assert r.returncode == 2 and "int4" in r.stderr
     # `vssflow bench` itself is exercised by tests/test_bench.py; here only its option checking
     r = cli("bench", "--seconds", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1

@@ -29,7 +29,8 @@ def small_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def synth(small_bundle: Path) -> Synthesizer:
-    return Synthesizer(small_bundle, device="cpu", threads=1)
+    # the float32 graph: these tests compare it with torch at 1e-4 (int8 has its own tests below)
+    return Synthesizer(small_bundle, device="cpu", threads=1, precision="fp32")
 
 
 def conditions(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -130,7 +131,7 @@ def test_decode_gives_16k_waveform(synth: Synthesizer) -> None:
 
 
 def test_io_binding_path_matches_plain_run(small_bundle: Path, synth: Synthesizer) -> None:
-    bound = Synthesizer(small_bundle, device="cpu", threads=1, io_binding=True)
+    bound = Synthesizer(small_bundle, device="cpu", threads=1, io_binding=True, precision="fp32")
     conds = conditions(batch=2)
     a = synth.sample(conds, T, steps=2, seed=4)
     b = bound.sample(conds, T, steps=2, seed=4)
@@ -154,10 +155,71 @@ def test_cuda_without_cuda_provider_is_a_model_error(small_bundle: Path) -> None
         providers_for("gpu")
 
 
+def test_int8_graph_is_the_cpu_default_and_stays_close_to_fp32(small_bundle: Path, synth: Synthesizer) -> None:
+    from vssflow_cli.bundle import load_manifest
+
+    m = load_manifest(small_bundle)
+    assert m.files["dit-int8"].required is False and m.files["dit-int8"].path == "dit-int8.onnx"
+    assert 0 < m.extra["dit_int8"]["rel_err_vs_fp32"] < 0.1
+    auto = Synthesizer(small_bundle, device="cpu", threads=1)
+    assert auto.precision == "int8" and synth.precision == "fp32"
+    import onnx
+
+    def ops(role: str) -> set[str]:
+        return {n.op_type for n in onnx.load(str(m.path(role))).graph.node}
+
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops("dit-int8") and "MatMulInteger" not in ops("dit")
+    conds = synth.check_conditions(conditions(batch=2), T)
+    x = np.random.default_rng(5).standard_normal((2, T, CFG.latent_channels), dtype=np.float32)
+    t = np.array([0.3, 0.8], np.float32)
+    ref, got = synth.velocity(x, t, conds), auto.velocity(x, t, conds)
+    err = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    assert 1e-5 < err < 0.1  # quantized (not the same graph), but close
+    # a whole sampling run stays close too: the solver does not amplify the quantization error
+    a = synth.sample(conditions(batch=1), T, steps=4, seed=2)
+    b = auto.sample(conditions(batch=1), T, steps=4, seed=2)
+    assert float(np.linalg.norm(b - a) / np.linalg.norm(a)) < 0.1
+
+
+def test_precision_choice_and_errors(tmp_path: Path, small_bundle: Path) -> None:
+    from vssflow_cli.bundle import load_manifest, write_bundle
+
+    m = load_manifest(small_bundle)
+    lean = write_bundle(tmp_path / "lean", config=m.config, phoneme_vocab=list(m.phoneme_vocab),
+                        files={"dit": m.path("dit"), "decoder": m.path("decoder")}, name="lean")
+    assert Synthesizer(lean, device="cpu", threads=1).precision == "fp32"  # no int8 graph: float, silently
+    with pytest.raises(ModelError, match="ships no int8 DiT .*--precision fp32") as e:
+        Synthesizer(lean, device="cpu", precision="int8")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="unknown precision 'int4'"):
+        Synthesizer(small_bundle, device="cpu", precision="int4")
+
+
+def test_auto_precision_keeps_the_float_graph_on_cuda(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CUDA device cannot exist here: only the provider list is faked, to check which graph "auto" picks for it.
+    from vssflow_cli import runtime
+
+    monkeypatch.setattr(runtime, "available_providers", lambda: [runtime.CUDA_EP, runtime.CPU_EP])
+    picked: list[str] = []
+
+    class Picked(Exception):
+        pass
+
+    def fake_session(path, *args, **kwargs):
+        picked.append(Path(path).name)
+        raise Picked  # stop before a CUDA session would be made
+
+    monkeypatch.setattr(runtime, "get_session", fake_session)
+    for precision in ("auto", "int8", "fp32"):
+        with pytest.raises(Picked):
+            Synthesizer(small_bundle, device="auto", precision=precision)
+    assert picked == ["dit.onnx", "dit-int8.onnx", "dit.onnx"]
+
+
 def test_sessions_are_cached(small_bundle: Path, synth: Synthesizer) -> None:
-    again = Synthesizer(small_bundle, device="cpu", threads=1)
+    again = Synthesizer(small_bundle, device="cpu", threads=1, precision="fp32")
     assert again._dit is synth._dit
-    other = Synthesizer(small_bundle, device="cpu", threads=2)
+    other = Synthesizer(small_bundle, device="cpu", threads=2, precision="fp32")
     assert other._dit is not synth._dit
     assert get_session(synth.manifest.path("dit"), ["CPUExecutionProvider"], 1) is synth._dit
     assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)

@@ -45,6 +45,7 @@ MANIFEST = "manifest.json"
 DEFAULT_MODEL = "vssflow-tiny"
 WEIGHTS_ENV = "VSSFLOW_WEIGHTS"
 REQUIRED_ROLES = ("dit", "decoder")
+INT8_ROLE = "dit-int8"  # optional dynamically quantized DiT, preferred on CPU
 DEFAULT_FEATURES = {"video": "vssflow-visual-v1", "lip": "vssflow-lip-v1", "sync": "vssflow-visual-v1"}
 DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -429,8 +430,12 @@ def export_bundle(
     name: str | None = None,
     sampler: SamplerDefaults | None = None,
     include_checkpoint: bool = True,
+    int8: bool = True,
 ) -> Path:
     """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
+
+    ``int8`` (float32 exports only) adds ``dit-int8.onnx``, the dynamically quantized DiT the runtime prefers on
+    CPU (optional role "dit-int8"; the manifest records its relative error against dit.onnx on random inputs).
 
     The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
     ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
@@ -469,6 +474,16 @@ def export_bundle(
         dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
         dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
         files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
+        extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
+        if int8 and not fp16:
+            from vssflow_cli.export import dummy_inputs, onnx_rel_err, quantize_dit_int8
+
+            files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
+            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
+            extra["dit_int8"] = {
+                "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
+                "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
+            }
         if include_checkpoint:
             files["checkpoint"] = ckpt_path
         meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
@@ -488,5 +503,6 @@ def export_bundle(
             name=name or out.resolve().name,
             created_from=file_sha256(ckpt_path),
             training=training,
-            extra_meta={"dit_precision": "fp16" if fp16 else "fp32"},
+            extra_meta=extra,
+            optional_roles=("checkpoint", INT8_ROLE),
         )

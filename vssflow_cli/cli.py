@@ -51,6 +51,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    int8 = "int8"
+
+
 class Solver(str, Enum):
     euler = "euler"
     midpoint = "midpoint"
@@ -97,6 +103,10 @@ Model = Annotated[
     ),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", help="DiT graph: auto = int8 on CPU when the bundle ships one, float on CUDA."),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per input on stdout.")]
 Wav = Annotated[bool, typer.Option("--wav", help="Write only the generated audio (.wav).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
@@ -297,7 +307,7 @@ def _run_task(
 def _job_options(**kw: Any) -> Any:
     from vssflow_cli.pipeline import JobOptions
 
-    for k in ("mix", "solver", "device"):
+    for k in ("mix", "solver", "device", "precision"):
         if isinstance(kw.get(k), Enum):
             kw[k] = kw[k].value
     return lambda wav_only: JobOptions(wav_only=wav_only, **kw)
@@ -316,6 +326,7 @@ def foley(
     seed: Seed = 0,
     model: Model = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     as_json: Json = False,
     wav: Wav = False,
     overwrite: Overwrite = False,
@@ -328,7 +339,7 @@ def foley(
     from vssflow_cli.pipeline import foley as run_foley
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
-                        device=device, model=model, overwrite=overwrite)  # fmt: skip
+                        device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
     return _run_task("foley", videos, from_list, output, out_dir, wav, shard, report, skip_existing, as_json, make,
                      run_foley)  # fmt: skip
 
@@ -352,6 +363,7 @@ def dub(
     seed: Seed = 0,
     model: Model = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     as_json: Json = False,
     wav: Wav = False,
     overwrite: Overwrite = False,
@@ -366,7 +378,8 @@ def dub(
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
         raise UsageError("--text is the script of one video; dub one video at a time with --text")
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db, lang=lang,
-                        asr_model=asr_model, device=device, model=model, overwrite=overwrite)  # fmt: skip
+                        asr_model=asr_model, device=device, precision=precision, model=model,
+                        overwrite=overwrite)  # fmt: skip
 
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
         return run_dub(video, out, text, opts, synth, progress)
@@ -546,6 +559,9 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.safetensors).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     fp16: Annotated[bool, typer.Option("--fp16", help="Store the DiT in float16.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8/--no-int8", help="Also write the int8 DiT the runtime prefers on CPU.")
+    ] = True,
 ) -> int:
     """Export a training checkpoint to an ONNX model bundle (needs the `train` extras)."""
     try:
@@ -553,7 +569,7 @@ def export(
     except ImportError as e:  # pragma: no cover - bundle is core
         raise UsageError(f"export needs the training extras ({e.name}); run `pip install 'vssflow[train]'`") from e
     try:
-        path = export_bundle(checkpoint, out, fp16=fp16)
+        path = export_bundle(checkpoint, out, fp16=fp16, int8=int8)
     except ModuleNotFoundError as e:
         raise UsageError(f"export needs the training extras ({e.name}); run `pip install 'vssflow[train]'`") from e
     print(path)
@@ -565,13 +581,14 @@ def bench(
     model: Model = None,
     seconds: Annotated[float, typer.Option("--seconds", min=0.5, max=3600, help="Length of the test clip.")] = 10.0,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     steps: Steps = None,
     as_json: Json = False,
 ) -> int:
     """Time the model on a generated clip: real-time factor, per-stage seconds, step throughput."""
     from vssflow_cli.bench import run_bench
 
-    res = run_bench(model, seconds, device.value, steps)
+    res = run_bench(model, seconds, device.value, steps, precision=precision.value)
     if as_json:
         print(json.dumps(res))
     else:
@@ -614,6 +631,7 @@ def evaluate(
     steps: Steps = None,
     cfg: Annotated[Optional[float], typer.Option("--cfg", min=0.0, help="Guidance weight.")] = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the control models.")] = False,
     as_json: Json = False,
 ) -> int:
@@ -621,7 +639,7 @@ def evaluate(
     from vssflow_cli.eval import evaluate as run_eval
 
     console = _stderr_console()
-    res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value,
+    res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value, precision=precision.value,
                    controls=not no_controls, log=lambda s: console.print(s, highlight=False))
     print(json.dumps(res, indent=None if as_json else 2))
     return 0

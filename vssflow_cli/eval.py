@@ -197,18 +197,19 @@ def untrained_bundle(manifest, out_dir: Path) -> Path:
 
 
 def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: int | None = None,
-             cfg: float | None = None, seed: int = 0, device: str = "auto", controls: bool = True,
-             log: Callable[[str], None] = lambda s: None) -> dict:
+             cfg: float | None = None, seed: int = 0, device: str = "auto", precision: str = "auto",
+             controls: bool = True, log: Callable[[str], None] = lambda s: None) -> dict:
     """Run the metrics for the model, the real recordings and (optionally) the two controls."""
     from vssflow_cli.runtime import Synthesizer
 
-    synth = Synthesizer.from_spec(model, device=device)
+    synth = Synthesizer.from_spec(model, device=device, precision=precision)
     clips = load_heldout(Path(corpus), synth.config, limit)
     if not clips:
         raise FileNotFoundError(f"no held-out clips in {corpus}: build the corpus with `vssflow data build`")
     asr = Recogniser()
     log(f"{len(clips)} held-out clips")
-    result = {"model_name": synth.manifest.name, "n_clips": len(clips), "steps": steps, "cfg": cfg}
+    result = {"model_name": synth.manifest.name, "precision": synth.precision, "n_clips": len(clips), "steps": steps,
+              "cfg": cfg}
     result["reference"] = score(clips, [c.wave for c in clips], synth.config, asr)
     log(f"reference {result['reference']}")
     result["model"] = score(
@@ -227,7 +228,7 @@ def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: 
         result["controls"] = {"shuffled_conditions": score(clips, shuffled, synth.config, asr)}
         log(f"shuffled {result['controls']['shuffled_conditions']}")
         with tempfile.TemporaryDirectory() as tmp:
-            ctrl = Synthesizer(untrained_bundle(synth.manifest, Path(tmp)), device=device)
+            ctrl = Synthesizer(untrained_bundle(synth.manifest, Path(tmp)), device=device, precision=precision)
             waves = generate(ctrl, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
             result["controls"]["untrained"] = score(clips, waves, synth.config, asr)
         log(f"untrained {result['controls']['untrained']}")

@@ -12,6 +12,10 @@ optimizer: 506 nodes vs 635, 14 Shape ops vs 50, which matters for the CUDA EP w
 arithmetic runs on the host), and the TorchScript exporter is deprecated since torch 2.9.
 ``dynamo=False`` remains as a fallback; it exports ~20x faster (0.6 s vs 12 s for the tiny model).
 
+int8: :func:`quantize_dit_int8` derives ``dit-int8.onnx`` from the float32 graph with ONNX Runtime's dynamic
+quantization (int8 weights per output channel, activations quantized per call); its MatMulInteger kernels use
+AVX-512 VNNI / AVX2 on CPU, where it is about twice as fast as float32. The runtime picks it on CPU by default.
+
 fp16: the network runs in float16 (weights and activations; the time embedding's sinusoids in
 float32) while the graph's inputs and outputs stay float32, so callers never change. Meant for
 CUDA: the file is half the size, and on CPU it is no faster than float32.
@@ -160,6 +164,45 @@ def _quiet_exporter():
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def quantize_dit_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write a dynamically quantized (int8 MatMul weights, per channel) copy of the float32 DiT graph ``src``.
+
+    Inputs and outputs stay float32. Every MatMul/Gemm with a constant weight is quantized, including the input and
+    output projections: leaving those in float32 changed the velocity error by < 10 % (3.3 % vs 3.7 % relative on
+    random inputs) at a measurable cost in speed. Writes atomically.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    qlog = logging.getLogger()  # the quantizer warns on the root logger about optional pre-processing
+    level = qlog.level
+    qlog.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"]
+        )
+        os.replace(tmp, dst)
+    finally:
+        qlog.setLevel(level)
+        if tmp.exists():
+            tmp.unlink()
+    return dst
+
+
+def onnx_rel_err(ref_path: str | os.PathLike, other_path: str | os.PathLike, feed: dict[str, np.ndarray]) -> float:
+    """||other - ref|| / ||ref|| of the ``v`` outputs of two DiT graphs on the same inputs (CPU)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    outs = [
+        ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]).run(["v"], feed)[0]
+        for p in (ref_path, other_path)
+    ]
+    return float(np.linalg.norm(outs[1] - outs[0]) / max(np.linalg.norm(outs[0]), 1e-12))
 
 
 def torch_vs_onnx_max_rel_err(

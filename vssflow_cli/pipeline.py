@@ -70,6 +70,7 @@ class JobOptions:
     wav_only: bool = False
     lang: str = "en-us"
     device: str = "auto"
+    precision: str = "auto"  # DiT graph: auto | fp32 | int8 (see vssflow_cli.runtime)
     model: str | None = None  # --model NAME|PATH, None = embedded default
     asr_model: str | None = None
     overwrite: bool = False
@@ -102,6 +103,7 @@ class Result:
     device: str
     model: str
     seed: int
+    precision: str = "fp32"  # of the DiT graph that ran (int8 on CPU when the bundle ships one)
     stages: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
@@ -382,6 +384,7 @@ def _finish(
         device=str(getattr(synth, "device_used", "cpu")),
         model=str(getattr(getattr(synth, "manifest", None), "name", "unknown")),
         seed=opts.seed,
+        precision=str(getattr(synth, "precision", "fp32")),
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
         **extra,
@@ -499,5 +502,5 @@ def load_synthesizer(opts: JobOptions) -> Any:
     """The model for ``opts.model`` on ``opts.device`` (loaded once per CLI call)."""
     from vssflow_cli.runtime import Synthesizer
 
-    return Synthesizer.from_spec(opts.model, device=opts.device)
+    return Synthesizer.from_spec(opts.model, device=opts.device, precision=opts.precision)
 

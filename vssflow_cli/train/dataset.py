@@ -99,11 +99,14 @@ class WindowSampler:
         config: ModelConfig,
         codec: LatentCodec,
         mode_probs: dict[str, float] | None = None,
+        speech_weights: dict[str, float] | None = None,
     ) -> None:
         self.cfg = config
         self.codec = codec
         self.speech = [c for c in clips if c.kind == "speech"]
         self.sound = [c for c in clips if c.kind == "sound"]
+        w = np.array([(speech_weights or {}).get(c.clip_id, 1.0) for c in self.speech], np.float64)
+        self.speech_p = w / w.sum() if len(w) and speech_weights else None
         probs = mode_probs or {"speech": 0.35, "sound": 0.35, "add": 0.15, "insert": 0.15}
         if not self.speech:
             probs = {k: v for k, v in probs.items() if k == "sound"}
@@ -127,6 +130,11 @@ class WindowSampler:
             "video": np.zeros((w, c.video_dim), np.float32),
         }
 
+    def _speech(self, rng: np.random.Generator) -> Clip:
+        if self.speech_p is None:
+            return self.speech[rng.integers(len(self.speech))]
+        return self.speech[rng.choice(len(self.speech), p=self.speech_p)]
+
     def _place(self, item: dict, clip: Clip, off: int, gain: float) -> None:
         n, s = clip.frames, self.spl
         item["wave"][off * s : (off + n) * s] += clip.wave[: n * s] * gain
@@ -140,11 +148,11 @@ class WindowSampler:
         item = self._empty()
         gain = float(10 ** (rng.uniform(-6, 3) / 20))
         if mode in ("speech", "sound"):
-            clip = (self.speech if mode == "speech" else self.sound)[rng.integers(len(self.speech if mode == "speech" else self.sound))]
+            clip = self._speech(rng) if mode == "speech" else self.sound[rng.integers(len(self.sound))]
             self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain)
         else:
             bg = self.sound[rng.integers(len(self.sound))]
-            sp = self.speech[rng.integers(len(self.speech))]
+            sp = self._speech(rng)
             bg_off = int(rng.integers(0, w - bg.frames + 1))
             bg_scale = float(rng.uniform(0.3, 0.7)) if mode == "add" else 1.0
             self._place(item, bg, bg_off, gain * bg_scale)

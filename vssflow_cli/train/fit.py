@@ -78,6 +78,28 @@ def build_config(name: str, overrides: list[str]) -> ModelConfig:
     return cfg
 
 
+def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec"]:
+    """(config, model state dict, codec) of a model checkpoint written by this trainer (e.g. ``ema.safetensors``)."""
+    from vssflow_cli.audio import LatentCodec
+    from vssflow_cli.model.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    codec_t = {k: v.numpy() for k, v in ck.extra.items() if k.startswith("codec.")}
+    if not codec_t:
+        raise SystemExit(f"{path} holds no codec tensors: pass a checkpoint written by vssflow_cli.train.fit")
+    return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent)
+
+
+def speech_weights(corpus: Path, clips: list, english_weight: float) -> dict[str, float] | None:
+    """Per-clip sampling weights for speech clips: English ones ``english_weight`` times the others (None = uniform)."""
+    if english_weight == 1.0:
+        return None
+    from vssflow_cli.train.dataset import read_index
+
+    lang = {row["id"]: row.get("lang") for row in read_index(corpus)}
+    return {c.clip_id: english_weight if lang.get(c.clip_id) == "en" else 1.0 for c in clips if c.kind == "speech"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--corpus", type=Path, required=True)
@@ -94,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit-clips", type=int, default=None)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start a new run from this model checkpoint (weights and codec; fresh optimizer and schedule)")
+    ap.add_argument("--speech-weight", type=float, default=1.0,
+                    help="draw English speech clips this many times as often as other speech clips")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -103,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if state_path.exists():
         config, step, model_sd, ema_sd, codec, opt_state = load_state(state_path)
         print(f"resuming from {state_path} at step {step}", file=sys.stderr)
+    elif args.init is not None:
+        config, model_sd, codec = init_from_checkpoint(args.init)
+        step, ema_sd, opt_state = 0, model_sd, None
+        print(f"starting from the weights and codec of {args.init}", file=sys.stderr)
     else:
         config, step, model_sd, ema_sd, codec, opt_state = build_config(args.config, args.set), 0, None, None, None, None
     clips = load_clips(args.corpus, "train", config.window_frames, args.limit_clips)
@@ -124,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if remaining <= 0:
         print(f"already at step {step} >= {args.steps}", file=sys.stderr)
         return 0
-    sampler = WindowSampler(clips, config, codec)
+    sampler = WindowSampler(clips, config, codec, speech_weights=speech_weights(args.corpus, clips, args.speech_weight))
     loader = DataLoader(WindowStream(sampler, args.batch, args.seed), batch_size=None, num_workers=0)
     strategy = "ddp" if args.devices > 1 else "auto"
     trainer = L.Trainer(
