@@ -46,4 +46,21 @@ def test_evaluate_end_to_end_with_controls(tmp_path: Path) -> None:
     res = evaluate(str(bundle), corpus, limit=2, steps=2, device="cpu")
     for part in (res["model"], res["reference"], res["controls"]["untrained"], res["controls"]["shuffled_conditions"]):
         assert part["n_speech"] == 2 and part["n_sound"] == 2
-        assert set(part) >= {"wer", "onset_f1", "lip_env_corr"}
+        assert set(part) >= {"wer", "onset_f1", "lip_env_corr", "transcript_id"}
+
+
+def test_closed_set_identification_on_real_synthesised_speech() -> None:
+    """pocketsphinx restricted to a set of transcripts picks the spoken one (espeak-ng speech, 16 kHz)."""
+    from vssflow_cli.eval import Recogniser
+    from vssflow_cli.text import espeak_speech
+
+    sentences = ["please enter your password", "thank you for calling", "goodbye", "you have no new messages",
+                 "the line is busy"]
+    asr = Recogniser()
+    assert asr.known("please enter your password".split()) and not asr.known(["qzxv"]) and not asr.known([])
+    search = asr.closed_set(sentences)
+    assert asr.closed_set(list(reversed(sentences))) == search  # one grammar per candidate set
+    for s in sentences:
+        assert asr(espeak_speech(s, "en-us"), search) == s
+    asr(np.zeros(16000, np.float32))  # without a search: back to the open-vocabulary language model
+    assert asr.decoder.current_search() == asr._default != search

@@ -117,6 +117,48 @@ def test_fit_resumes_from_safetensors_state(corpus: Path, tmp_path: Path) -> Non
     assert changed
 
 
+def test_fit_init_starts_a_new_run_from_a_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    from vssflow_cli.model.checkpoint import load_checkpoint
+    from vssflow_cli.train.module import load_state
+
+    first = tmp_path / "first"
+    assert _run_fit(corpus, first, "--steps", "3").returncode == 0
+    ck = load_checkpoint(first / "ema.safetensors")
+    out = tmp_path / "tuned"
+    r = _run_fit(corpus, out, "--steps", "2", "--init", str(first / "ema.safetensors"), "--speech-weight", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "starting from the weights and codec of" in r.stderr
+    config, step, model_sd, _, codec, _ = load_state(out / "state.safetensors")
+    assert step == 2 and config == ck.config  # a new run: its own step count, the checkpoint's config
+    first_codec = {k: v.numpy() for k, v in ck.extra.items() if k.startswith("codec.")}
+    assert all(np.array_equal(first_codec[k], v) for k, v in codec.to_tensors().items())  # same latent space
+    # two steps at a warm-up learning rate move the weights only a little away from the checkpoint's
+    ref = ck.model.state_dict()
+    diff = sum(float((model_sd[k] - ref[k]).square().sum()) for k in ref) ** 0.5
+    rel = diff / sum(float(ref[k].square().sum()) for k in ref) ** 0.5
+    assert 0 < rel < 0.05, rel
+
+
+def test_speech_weights_draw_english_more_often(corpus: Path) -> None:
+    from vssflow_cli.train.fit import speech_weights
+
+    rows = [json.loads(x) for x in (corpus / "index.jsonl").read_text().splitlines()]
+    langs = {r["id"]: ("en" if r["id"] == "speech0" else "fr") for r in rows if r["kind"] == "speech"}
+    tagged = corpus.parent / "tagged"
+    (tagged / "clips").mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        (tagged / "clips" / f"{r['id']}.safetensors").write_bytes((corpus / "clips" / f"{r['id']}.safetensors").read_bytes())
+    (tagged / "index.jsonl").write_text("".join(json.dumps({**r, "lang": langs.get(r["id"])}) + "\n" for r in rows))
+    clips = load_clips(tagged, "train", CFG.window_frames)
+    assert speech_weights(tagged, clips, 1.0) is None
+    w = speech_weights(tagged, clips, 4.0)
+    assert w == {"speech0": 4.0, "speech1": 1.0, "speech2": 1.0}
+    sampler = WindowSampler(clips, CFG, fit_codec(clips, CFG), speech_weights=w)
+    rng = np.random.default_rng(0)
+    drawn = [sampler._speech(rng).clip_id for _ in range(3000)]
+    assert abs(drawn.count("speech0") / 3000 - 4 / 6) < 0.03
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_gloo(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"

@@ -6,6 +6,12 @@ computes from the rendered video, phonemes of its transcript) and we score it:
 - ``wer``: word error rate of an offline recogniser (pocketsphinx's bundled US-English model) on generated English
   speech against the transcript; ``reference.wer`` is the same recogniser on the real held-out recordings.
 - ``onset_f1``: F1 of onsets detected in the generated foley against the rendered visual events, within +-80 ms.
+- ``transcript_id``: closed-set identification: the same recogniser restricted by a grammar to the transcripts of
+  all held-out English clips (words it knows) picks one for each generated clip; the share that picks the clip's
+  own. Real recordings score ~1; chance is 1 / (number of transcripts). Unlike WER, it still measures phonetic
+  content where the speech is not intelligible enough for open-vocabulary recognition (WER can pass 1, and silence
+  scores a "better" WER of 1.0 than speech-like babble). Clip length alone carries some of the answer; the controls
+  show how much.
 - ``lip_env_corr``: Pearson correlation between the generated speech's energy envelope (25 fps) and the rendered
   mouth aperture, averaged over clips.
 
@@ -91,13 +97,31 @@ class Recogniser:
 
         self.decoder = Decoder(samprate=16000, loglevel="FATAL")
 
-    def __call__(self, wave: np.ndarray) -> str:
+        self._grammars: dict[tuple[str, ...], str] = {}
+        self._default = self.decoder.current_search()
+
+    def __call__(self, wave: np.ndarray, search: str | None = None) -> str:
+        """Open-vocabulary transcript (the default language model), or one of a grammar's sentences."""
+        self.decoder.activate_search(search or self._default)
         pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16).tobytes()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
         hyp = self.decoder.hyp()
         return hyp.hypstr if hyp else ""
+
+    def known(self, words: list[str]) -> bool:
+        return bool(words) and all(self.decoder.lookup_word(w) for w in words)
+
+    def closed_set(self, sentences: list[str]) -> str:
+        """Name of a search that can only output one of ``sentences`` (normalised words the dictionary knows)."""
+        key = tuple(sorted(set(sentences)))
+        if key not in self._grammars:
+            name = f"closed{len(self._grammars)}"
+            rules = " | ".join(f"( {s} )" for s in key)
+            self.decoder.add_jsgf_string(name, f"#JSGF V1.0;\ngrammar {name};\npublic <s> = {rules} ;\n")
+            self._grammars[key] = name
+        return self._grammars[key]
 
 
 def onset_f1(pred: np.ndarray, ref: np.ndarray, tol: float = ONSET_TOL_S) -> float:
@@ -134,7 +158,10 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
     from vssflow_cli.train.onsets import detect_onsets
 
     errs = words = 0
-    corrs, f1s = [], []
+    corrs, f1s, ids = [], [], []
+    english = [" ".join(normalise_words(c.text)) for c in clips if c.kind == "speech" and c.lang.startswith("en")]
+    candidates = [t for t in english if asr.known(t.split())]
+    search = asr.closed_set(candidates) if len(set(candidates)) >= 2 else None
     for clip, wave in zip(clips, waves):
         if clip.kind == "speech":
             corrs.append(envelope_corr(wave, clip.aperture, fps, sr))
@@ -142,10 +169,14 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
                 ref = normalise_words(clip.text)
                 errs += word_errors(ref, normalise_words(asr(wave)))
                 words += len(ref)
+                if search is not None and " ".join(ref) in candidates:
+                    ids.append(asr(wave, search) == " ".join(ref))
         else:
             f1s.append(onset_f1(detect_onsets(wave, sr), clip.onsets))
     return {
         "wer": round(errs / words, 4) if words else None,
+        "transcript_id": round(float(np.mean(ids)), 4) if ids else None,
+        "transcript_id_chance": round(1 / len(set(candidates)), 4) if ids else None,
         "onset_f1": round(float(np.mean(f1s)), 4) if f1s else None,
         "lip_env_corr": round(float(np.mean(corrs)), 4) if corrs else None,
         "n_speech": len(corrs),
@@ -154,7 +185,7 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
 
 
 def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *, steps: int | None, cfg: float | None,
-             seed: int, batch: int = 8) -> list[np.ndarray]:
+             seed: int, batch: int = 8, solver: str | None = None) -> list[np.ndarray]:
     """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip."""
     w, spl = synth.config.window_frames, synth.config.audio.samples_per_latent
     out: list[np.ndarray] = []
@@ -169,7 +200,7 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
                 pad[: len(a)] = a
                 arrs.append(pad)
             conds[k] = np.stack(arrs)
-        lat = synth.sample(conds, w, steps=steps, cfg=cfg, seed=seed + s)
+        lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s)
         waves = synth.decode(lat)
         out += [waves[j][: clips[i].frames * spl] for j, i in enumerate(idx)]
     return out
