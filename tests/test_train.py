@@ -130,6 +130,8 @@ def test_fit_init_starts_a_new_run_from_a_checkpoint(corpus: Path, tmp_path: Pat
     assert "starting from the weights and codec of" in r.stderr
     config, step, model_sd, _, codec, _ = load_state(out / "state.safetensors")
     assert step == 2 and config == ck.config  # a new run: its own step count, the checkpoint's config
+    meta = load_checkpoint(out / "ema.safetensors").metadata
+    assert meta["step"] == "2" and meta["init_step"] == "3" and len(meta["init_from"]) == 64  # the chain's total
     first_codec = {k: v.numpy() for k, v in ck.extra.items() if k.startswith("codec.")}
     assert all(np.array_equal(first_codec[k], v) for k, v in codec.to_tensors().items())  # same latent space
     # two steps at a warm-up learning rate move the weights only a little away from the checkpoint's

@@ -43,8 +43,9 @@ class WindowStream(IterableDataset):
 class SaveEvery(L.Callback):
     """Write the resume state and the EMA checkpoint every ``every`` steps (rank 0 only)."""
 
-    def __init__(self, out: Path, codec, every: int) -> None:
+    def __init__(self, out: Path, codec, every: int, metadata: dict[str, str] | None = None) -> None:
         self.out, self.codec, self.every = out, codec, every
+        self.metadata = dict(metadata or {})
         self.t0 = time.time()
 
     def on_train_batch_end(self, trainer, module: FlowModule, outputs, batch, batch_idx) -> None:
@@ -65,7 +66,7 @@ class SaveEvery(L.Callback):
             self.out / "ema.safetensors",
             module.ema,
             extra=self.codec.to_tensors(),
-            metadata={"step": str(module.step), "trained_on": "vssflow offline corpus"},
+            metadata={"step": str(module.step), "trained_on": "vssflow offline corpus", **self.metadata},
         )
 
 
@@ -78,8 +79,13 @@ def build_config(name: str, overrides: list[str]) -> ModelConfig:
     return cfg
 
 
-def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec"]:
-    """(config, model state dict, codec) of a model checkpoint written by this trainer (e.g. ``ema.safetensors``)."""
+def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec", dict[str, str]]:
+    """(config, model state dict, codec, metadata to carry) of a checkpoint written by this trainer (``ema.safetensors``).
+
+    The metadata records where the run started: ``init_from`` (sha256 of the file) and ``init_step`` (the steps
+    behind it, its own ``init_step`` included), so a chain of runs keeps its total.
+    """
+    from vssflow_cli.bundle import file_sha256
     from vssflow_cli.audio import LatentCodec
     from vssflow_cli.model.checkpoint import load_checkpoint
 
@@ -87,7 +93,9 @@ def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tenso
     codec_t = {k: v.numpy() for k, v in ck.extra.items() if k.startswith("codec.")}
     if not codec_t:
         raise SystemExit(f"{path} holds no codec tensors: pass a checkpoint written by vssflow_cli.train.fit")
-    return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent)
+    before = int(ck.metadata.get("init_step", 0)) + int(ck.metadata.get("step", 0))
+    meta = {"init_from": file_sha256(path), "init_step": str(before)}
+    return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent), meta
 
 
 def speech_weights(corpus: Path, clips: list, english_weight: float) -> dict[str, float] | None:
@@ -126,12 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     state_path = args.out / "state.safetensors"
+    init_path = args.out / "init.json"  # where a --init run started; kept for its resumes
+    init_meta = json.loads(init_path.read_text()) if init_path.exists() else {}
     if state_path.exists():
         config, step, model_sd, ema_sd, codec, opt_state = load_state(state_path)
         print(f"resuming from {state_path} at step {step}", file=sys.stderr)
     elif args.init is not None:
-        config, model_sd, codec = init_from_checkpoint(args.init)
+        config, model_sd, codec, init_meta = init_from_checkpoint(args.init)
         step, ema_sd, opt_state = 0, model_sd, None
+        init_path.write_text(json.dumps(init_meta))
         print(f"starting from the weights and codec of {args.init}", file=sys.stderr)
     else:
         config, step, model_sd, ema_sd, codec, opt_state = build_config(args.config, args.set), 0, None, None, None, None
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[SaveEvery(args.out, codec, args.save_every)],
+        callbacks=[SaveEvery(args.out, codec, args.save_every, init_meta)],
         gradient_clip_val=1.0,
         use_distributed_sampler=False,
     )
