@@ -36,17 +36,30 @@ def test_envelope_correlation_follows_the_aperture() -> None:
     assert envelope_corr(tone * np.repeat(1 - aperture, 640), aperture, fps, sr) < -0.9
 
 
-def test_evaluate_end_to_end_with_controls(tmp_path: Path) -> None:
+def test_evaluate_end_to_end_with_controls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from vssflow_cli.bench import random_bundle
+    from vssflow_cli.train import sweep
 
     corpus = _write_corpus(tmp_path / "corpus", n_speech=2, n_sound=2)
     rows = [json.loads(line) for line in (corpus / "index.jsonl").read_text().splitlines()]
-    (corpus / "index.jsonl").write_text("".join(json.dumps({**r, "split": "test"}) + "\n" for r in rows))
+    texts = iter(["thank you for calling", "goodbye"])
+    rows = [{**r, "split": "test", **({"lang": "en", "text": next(texts)} if r["kind"] == "speech" else {})}
+            for r in rows]
+    (corpus / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     bundle = random_bundle(tmp_path / "bundle", TEST_CONFIG)
     res = evaluate(str(bundle), corpus, limit=2, steps=2, device="cpu")
+    assert res["precision"] == "int8"
     for part in (res["model"], res["reference"], res["controls"]["untrained"], res["controls"]["shuffled_conditions"]):
         assert part["n_speech"] == 2 and part["n_sound"] == 2
         assert set(part) >= {"wer", "onset_f1", "lip_env_corr", "transcript_id"}
+        assert part["wer"] is not None and part["transcript_id"] in (0.0, 0.5, 1.0)
+        assert part["transcript_id_chance"] == 0.5  # two English transcripts to choose from
+
+    assert sweep.main(["--corpus", str(corpus), "--model", str(bundle), "--cfg", "1,3", "--steps", "1",
+                       "--precision", "fp32"]) == 0  # fmt: skip
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["cfg"], r["precision"], r["n"]) for r in lines] == [(1.0, "fp32", 2), (3.0, "fp32", 2)]
+    assert all(r["wer"] is not None and r["chance"] == 0.5 for r in lines)
 
 
 def test_closed_set_identification_on_real_synthesised_speech() -> None:
