@@ -107,22 +107,30 @@ def export_dit_onnx(
     feed = dummy_inputs(model, export_frames, batch=2)
     args = tuple(torch.from_numpy(feed[n]) for n in names)
 
-    tmp = path.with_name(path.name + ".tmp")
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _quiet_exporter():
+        with _atomic(path) as tmp, torch.no_grad(), _quiet_exporter():
             if dynamo:
                 _export_dynamo(wrapper, args, names, tmp, opset)
             else:
                 _export_torchscript(wrapper, args, names, tmp, opset)
-        onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
+            onnx.checker.check_model(str(tmp), full_check=True)
     finally:
         model.train(was_training)
+    return path
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary name beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
         if tmp.exists():
             tmp.unlink()
-    return path
 
 
 def _export_dynamo(wrapper: nn.Module, args: tuple[Tensor, ...], names: list[str], out: Path, opset: int) -> None:
@@ -176,19 +184,15 @@ def quantize_dit_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
     qlog = logging.getLogger()  # the quantizer warns on the root logger about optional pre-processing
     level = qlog.level
     qlog.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(
-            str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"]
-        )
-        os.replace(tmp, dst)
+        with _atomic(dst) as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
     finally:
         qlog.setLevel(level)
-        if tmp.exists():
-            tmp.unlink()
     return dst
 
 
