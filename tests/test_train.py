@@ -152,8 +152,9 @@ def test_speech_weights_draw_english_more_often(corpus: Path) -> None:
         (tagged / "clips" / f"{r['id']}.safetensors").write_bytes((corpus / "clips" / f"{r['id']}.safetensors").read_bytes())
     (tagged / "index.jsonl").write_text("".join(json.dumps({**r, "lang": langs.get(r["id"])}) + "\n" for r in rows))
     clips = load_clips(tagged, "train", CFG.window_frames)
-    assert speech_weights(tagged, clips, 1.0) is None
-    w = speech_weights(tagged, clips, 4.0)
+    assert [c.lang for c in clips if c.kind == "speech"] == ["en", "fr", "fr"]
+    assert speech_weights(clips, 1.0) is None
+    w = speech_weights(clips, 4.0)
     assert w == {"speech0": 4.0, "speech1": 1.0, "speech2": 1.0}
     sampler = WindowSampler(clips, CFG, fit_codec(clips, CFG), speech_weights=w)
     rng = np.random.default_rng(0)

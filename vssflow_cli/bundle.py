@@ -9,7 +9,8 @@ Layout (format ``vssflow-bundle-1``)::
 
 The manifest carries the full :class:`ModelConfig`, the phoneme vocabulary, the feature extractor
 names, sampler defaults, licence, provenance, and ``files: {file name: {role, sha256, bytes,
-required}}``, keyed by file name so the bundle can be checked with the manifest alone. Nothing here imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
+required}}``, keyed by file name so the bundle can be checked with the manifest alone. Nothing here
+imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
 
 Where models come from (:func:`resolve_model`):
 

@@ -39,6 +39,7 @@ class Clip:
     sync: np.ndarray
     lip: np.ndarray
     phonemes: np.ndarray
+    lang: str = ""  # speech only: the index row's language code
 
     @property
     def frames(self) -> int:
@@ -70,7 +71,8 @@ def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = No
     clips = []
     for row, t in iter_split(corpus, split, max_frames):
         clips.append(
-            Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64))
+            Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64),
+                 row.get("lang") or "")
         )
         if limit and len(clips) >= limit:
             break

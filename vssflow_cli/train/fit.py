@@ -79,8 +79,10 @@ def build_config(name: str, overrides: list[str]) -> ModelConfig:
     return cfg
 
 
-def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec", dict[str, str]]:
-    """(config, model state dict, codec, metadata to carry) of a checkpoint written by this trainer (``ema.safetensors``).
+def init_from_checkpoint(
+    path: Path,
+) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec", dict[str, str]]:
+    """(config, model state dict, codec, metadata to carry) of a trainer checkpoint (``ema.safetensors``).
 
     The metadata records where the run started: ``init_from`` (sha256 of the file) and ``init_step`` (the steps
     behind it, its own ``init_step`` included), so a chain of runs keeps its total.
@@ -98,14 +100,11 @@ def init_from_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tenso
     return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent), meta
 
 
-def speech_weights(corpus: Path, clips: list, english_weight: float) -> dict[str, float] | None:
+def speech_weights(clips: list, english_weight: float) -> dict[str, float] | None:
     """Per-clip sampling weights for speech clips: English ones ``english_weight`` times the others (None = uniform)."""
     if english_weight == 1.0:
         return None
-    from vssflow_cli.train.dataset import read_index
-
-    lang = {row["id"]: row.get("lang") for row in read_index(corpus)}
-    return {c.clip_id: english_weight if lang.get(c.clip_id) == "en" else 1.0 for c in clips if c.kind == "speech"}
+    return {c.clip_id: english_weight if c.lang == "en" else 1.0 for c in clips if c.kind == "speech"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if remaining <= 0:
         print(f"already at step {step} >= {args.steps}", file=sys.stderr)
         return 0
-    sampler = WindowSampler(clips, config, codec, speech_weights=speech_weights(args.corpus, clips, args.speech_weight))
+    sampler = WindowSampler(clips, config, codec, speech_weights=speech_weights(clips, args.speech_weight))
     loader = DataLoader(WindowStream(sampler, args.batch, args.seed), batch_size=None, num_workers=0)
     strategy = "ddp" if args.devices > 1 else "auto"
     trainer = L.Trainer(
