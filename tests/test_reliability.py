@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, ffmpeg, files_in, make_clip, sha256, video_md5
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vssflow_cli.errors import EXIT_INPUT, EXIT_MODEL, EXIT_OUTPUT, EXIT_USAGE
@@ -247,6 +247,7 @@ def _mutate(data: bytes, m: tuple) -> bytes:
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(m=mutations)
+@example(m=("truncate", 0.9453125))  # found by CI: an audio stream whose codec parameters were cut off (exit 70)
 def test_fuzz_media(m: tuple, tmp_path_factory: pytest.TempPathFactory, clip_short: Path, test_bundle: Path,
                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Mutated media: either a complete output with the input's video packets, or a clean input error."""

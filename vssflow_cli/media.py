@@ -156,7 +156,7 @@ def _describe(p: Path, c: Any) -> MediaInfo:
     if not videos:
         raise InputError(f"{p}: no video stream; vssflow needs a video (use a video file, not audio or an image)")
     v = videos[0]
-    audios = list(c.streams.audio)
+    audios = [s for s in c.streams.audio if s.codec_context is not None]  # None: codec unknown (truncated)
 
     fps = _rate(v.average_rate) or _rate(v.guessed_rate) or _rate(v.base_rate)
     base = _rate(v.base_rate) or fps
