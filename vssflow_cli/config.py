@@ -15,6 +15,7 @@ name           shape                       meaning
 ``sync``       (B, T, sync_dim)            sync/motion features, in-context
 ``video``      (B, T, video_dim)           visual features, cross-attention tokens
 ``speaker``    (B, speaker_dim)            voice embedding (only if speaker_dim > 0)
+``prior``      (B, T, prior_dim)           TTS teacher's latent, in-context (only if prior_dim > 0)
 =============  ==========================  =========================================
 
 The unconditional branch of classifier-free guidance is every condition zeroed together.
@@ -27,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-CONDITION_NAMES = ("phonemes", "lip", "sync", "video", "speaker")
+CONDITION_NAMES = ("phonemes", "lip", "sync", "video", "speaker", "prior")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class ModelConfig:
     phoneme_vocab: int = 256
     phoneme_dim: int = 32
     speaker_dim: int = 0  # 0 = no speaker token
+    prior_dim: int = 0  # 0 = no acoustic prior; else the teacher's latent (latent_channels wide), in-context
     cond_dropout: float = 0.1
     audio: AudioConfig = field(default_factory=AudioConfig)
 
@@ -87,7 +89,7 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         """Channels after concatenating the in-context conditions to the latent."""
-        return self.latent_channels + self.lip_dim + self.phoneme_dim + self.sync_dim
+        return self.latent_channels + self.lip_dim + self.phoneme_dim + self.sync_dim + self.prior_dim
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,7 +4,7 @@ Everything the network needs is in this file; it is built from a :class:`ModelCo
 
 Conditions enter two ways (shapes in ``vssflow_cli/config.py``):
 
-* in-context: ``[x, lip, phoneme_embedding, sync]`` concatenated along channels, projected to
+* in-context: ``[x, lip, phoneme_embedding, sync, prior?]`` concatenated along channels, projected to
   ``width`` by a 1x1 convolution (a Linear over channels), and handled by self-attention with
   rotary position embeddings; a global timestep token is prepended (rotary length T + 1);
 * cross-attention: video features (2-layer MLP + sinusoidal frame-index embedding) preceded
@@ -204,10 +204,16 @@ class VSSFlowDiT(nn.Module):
         video: Tensor,
         speaker: Tensor | None = None,
         frame_mask: Tensor | None = None,
+        prior: Tensor | None = None,
     ) -> Tensor:
         T = x.shape[1]
         ph = self.phoneme_emb(phonemes).to(x.dtype)  # (B, T, P)
-        h = self.in_proj(torch.cat([x, lip, ph, sync], dim=-1))  # (B, T, W)
+        parts = [x, lip, ph, sync]
+        if self.config.prior_dim > 0:
+            if prior is None:
+                raise ValueError("this model has prior_dim > 0: pass prior (B, T, prior_dim)")
+            parts.append(prior.to(x.dtype))  # (B, T, prior_dim)
+        h = self.in_proj(torch.cat(parts, dim=-1))  # (B, T, W)
         t_freq = sinusoidal_embedding(t * TIME_SCALE, TIME_FREQ_DIM).to(x.dtype)  # (B, 256)
         t_tok = self.time_mlp(t_freq).unsqueeze(1)  # (B, 1, W)
         h = torch.cat([t_tok, h], dim=1)  # (B, T + 1, W)

@@ -10,6 +10,13 @@ Each item is one model window of ``W = config.window_frames`` latent frames:
 
 Phoneme ids and lip features are padded by the offset in both mixing modes, as in the paper. The latent target is
 computed from the composed waveform (log-mel -> :class:`~vssflow_cli.audio.LatentCodec`).
+
+With ``config.prior_dim > 0`` every window also carries the acoustic prior (:mod:`vssflow_cli.prior`): a log-mel
+track that is silence wherever nothing is said and the teacher's aligned reading over each speech clip that has one
+(``CORPUS/priors/<id>.safetensors``, from :mod:`vssflow_cli.train.priors`), encoded by the same codec. A window
+holding a speech clip without a teacher reading (a language the teacher does not read) gets the all-zero "no prior".
+A fifth mode, ``mute``, shows a talking face (lips, video) over silence with a silent prior, so the lips alone never
+make speech: where the prior says nothing, the model says nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import numpy as np
 
 from vssflow_cli.audio import LatentCodec, log_mel
 from vssflow_cli.config import ModelConfig
+from vssflow_cli.prior import SILENCE_LOGMEL
 
 FEATURE_KEYS = ("video", "sync", "lip")
-MODES = ("speech", "sound", "add", "insert")
+MODES = ("speech", "sound", "add", "insert", "mute")
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Clip:
     lip: np.ndarray
     phonemes: np.ndarray
     lang: str = ""  # speech only: the index row's language code
+    prior_mel: np.ndarray | None = None  # (frames * mel_per_latent, n_mels) aligned teacher log-mel, if built
 
     @property
     def frames(self) -> int:
@@ -47,8 +56,12 @@ class Clip:
 
 
 def read_index(corpus: Path) -> list[dict]:
-    with open(Path(corpus) / "index.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of ``index.jsonl`` followed by those of any ``index-*.jsonl`` (clips added by other builders)."""
+    rows = []
+    for path in [Path(corpus) / "index.jsonl", *sorted(Path(corpus).glob("index-*.jsonl"))]:
+        with open(path, encoding="utf-8") as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
 
 
 def iter_split(corpus: Path, split: str, max_frames: int) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
@@ -68,11 +81,15 @@ def iter_split(corpus: Path, split: str, max_frames: int) -> Iterator[tuple[dict
 
 def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = None) -> list[Clip]:
     """Load every clip of ``split`` that fits in a window (features are small; waves ~2 MB per minute)."""
+    from safetensors.numpy import load_file
+
     clips = []
     for row, t in iter_split(corpus, split, max_frames):
+        prior_file = Path(corpus) / "priors" / f"{row['id']}.safetensors"
+        prior = load_file(str(prior_file))["prior_mel"].astype(np.float32) if prior_file.exists() else None
         clips.append(
             Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64),
-                 row.get("lang") or "")
+                 row.get("lang") or "", prior)
         )
         if limit and len(clips) >= limit:
             break
@@ -109,7 +126,10 @@ class WindowSampler:
         self.sound = [c for c in clips if c.kind == "sound"]
         w = np.array([(speech_weights or {}).get(c.clip_id, 1.0) for c in self.speech], np.float64)
         self.speech_p = w / w.sum() if len(w) and speech_weights else None
-        probs = mode_probs or {"speech": 0.35, "sound": 0.35, "add": 0.15, "insert": 0.15}
+        probs = mode_probs or (
+            {"speech": 0.35, "sound": 0.33, "add": 0.13, "insert": 0.13, "mute": 0.06} if config.prior_dim
+            else {"speech": 0.35, "sound": 0.35, "add": 0.15, "insert": 0.15}
+        )
         if not self.speech:
             probs = {k: v for k, v in probs.items() if k == "sound"}
         if not self.sound:
@@ -121,6 +141,7 @@ class WindowSampler:
         self.probs = np.array([probs[m] / total for m in self.modes])
         self.spl = config.audio.samples_per_latent
         self.silence = codec.encode(log_mel(np.zeros(config.window_frames * self.spl, np.float32), config.audio))
+        self.k = config.audio.mel_per_latent
 
     def _empty(self) -> dict[str, np.ndarray]:
         w, c = self.cfg.window_frames, self.cfg
@@ -130,6 +151,8 @@ class WindowSampler:
             "lip": np.zeros((w, c.lip_dim), np.float32),
             "sync": np.zeros((w, c.sync_dim), np.float32),
             "video": np.zeros((w, c.video_dim), np.float32),
+            "prior_mel": np.full((w * self.k, c.audio.n_mels), SILENCE_LOGMEL, np.float32),
+            "prior_known": True,
         }
 
     def _speech(self, rng: np.random.Generator) -> Clip:
@@ -143,6 +166,12 @@ class WindowSampler:
         for k in FEATURE_KEYS:
             item[k][off : off + n] += getattr(clip, k)
         item["phonemes"][off : off + n] = clip.phonemes
+        if clip.kind == "speech":
+            if clip.prior_mel is None:
+                item["prior_known"] = False
+            else:
+                m = clip.prior_mel[: n * self.k]
+                item["prior_mel"][off * self.k : off * self.k + len(m)] = m
 
     def __call__(self, rng: np.random.Generator) -> dict:
         w = self.cfg.window_frames
@@ -152,6 +181,11 @@ class WindowSampler:
         if mode in ("speech", "sound"):
             clip = self._speech(rng) if mode == "speech" else self.sound[rng.integers(len(self.sound))]
             self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain)
+        elif mode == "mute":  # a moving mouth with nothing said: lips and face only, silence out
+            clip = self._speech(rng)
+            off = int(rng.integers(0, w - clip.frames + 1))
+            for k in ("lip", "video", "sync"):
+                item[k][off : off + clip.frames] += getattr(clip, k)
         else:
             bg = self.sound[rng.integers(len(self.sound))]
             sp = self._speech(rng)
@@ -172,8 +206,12 @@ class WindowSampler:
         out = {k: item[k] for k in ("phonemes", "lip", "sync", "video")}
         out["latent"] = latent[:w]
         out["mode"] = mode
+        if self.cfg.prior_dim:
+            known = item["prior_known"]
+            out["prior"] = self.codec.encode(item["prior_mel"])[:w] if known else np.zeros((w, self.cfg.prior_dim), np.float32)
         return out
 
     def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
         items = [self(rng) for _ in range(size)]
-        return {k: np.stack([it[k] for it in items]) for k in ("latent", "phonemes", "lip", "sync", "video")}
+        keys = ("latent", "phonemes", "lip", "sync", "video") + (("prior",) if self.cfg.prior_dim else ())
+        return {k: np.stack([it[k] for it in items]) for k in keys}

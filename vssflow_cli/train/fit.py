@@ -100,6 +100,22 @@ def init_from_checkpoint(
     return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent), meta
 
 
+def adapt_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights for a config that adds in-context channels at the end (e.g. ``prior_dim``).
+
+    The new input columns of ``in_proj`` start at zero, so the adapted model computes exactly what the checkpoint
+    did until training teaches it to use them.
+    """
+    out = dict(sd)
+    w = out["in_proj.weight"]  # (width, in_channels of the checkpoint)
+    if w.shape[1] < config.in_channels:
+        extra = torch.zeros(w.shape[0], config.in_channels - w.shape[1], dtype=w.dtype)
+        out["in_proj.weight"] = torch.cat([w, extra], dim=1)
+    elif w.shape[1] > config.in_channels:
+        raise SystemExit(f"the checkpoint has {w.shape[1]} input channels, more than the config's {config.in_channels}")
+    return out
+
+
 def speech_weights(clips: list, english_weight: float) -> dict[str, float] | None:
     """Per-clip sampling weights for speech clips: English ones ``english_weight`` times the others (None = uniform)."""
     if english_weight == 1.0:
@@ -140,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming from {state_path} at step {step}", file=sys.stderr)
     elif args.init is not None:
         config, model_sd, codec, init_meta = init_from_checkpoint(args.init)
+        for o in args.set:  # e.g. --set prior_dim=64 on top of the checkpoint's config
+            k, v = o.split("=", 1)
+            config = dataclasses.replace(config, **{k: type(getattr(config, k))(v)})
+        model_sd = adapt_state_dict(model_sd, config)
         step, ema_sd, opt_state = 0, model_sd, None
         init_path.write_text(json.dumps(init_meta))
         print(f"starting from the weights and codec of {args.init}", file=sys.stderr)

@@ -51,7 +51,7 @@ class FlowModule(L.LightningModule):
         return self.step_offset + int(self.global_step)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        conds = {k: batch[k] for k in COND_KEYS}
+        conds = {k: batch[k] for k in COND_KEYS + (("prior",) if self.config.prior_dim else ())}
         loss = flow_loss(self.model, batch["latent"], conds)
         self.log("loss", loss, prog_bar=True, on_step=True, batch_size=batch["latent"].shape[0])
         return loss
