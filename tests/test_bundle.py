@@ -20,7 +20,7 @@ from vssflow_cli.bundle import (
     resolve_model,
     write_bundle,
 )
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, feature_ids
 from vssflow_cli.errors import ModelError
 
 CFG = ModelConfig(name="t", latent_channels=4, width=16, depth=1, heads=2, ffn_hidden=32, cross_dim=8,
@@ -77,7 +77,7 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     assert m.name == "b" and m.licence == "MIT" and m.created_from == "ab" * 32
     assert m.sampler == SamplerDefaults("euler", 8, 2.0)
     assert m.phoneme_vocab == ("<none>", "<unk>", " ", "a")
-    assert m.features == bundle.DEFAULT_FEATURES
+    assert m.features == feature_ids(CFG)
     assert m.training == {"steps": 3} and m.extra == {"note": "test"}
     for role, src in [("dit", tmp_path / "b-src/velocity.onnx"), ("decoder", tmp_path / "b-src/dec.onnx")]:
         assert m.path(role).read_bytes() == src.read_bytes()

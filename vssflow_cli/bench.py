@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, random_inputs
 from vssflow_cli.errors import UsageError
 
 TIME_FREQ_DIM = 256  # must match vssflow_cli.model.dit.TIME_FREQ_DIM (checked by tests)
@@ -153,19 +153,11 @@ def _loadavg() -> float | None:
 def step_inputs(config: ModelConfig, T: int, batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Random x (B,T,C), t (B,), conds of one guided step; the second half is the zeroed branch."""
     rng = np.random.default_rng(seed)
-    c = config
     half = max(1, batch // 2)
-    conds = {
-        "phonemes": rng.integers(1, c.phoneme_vocab, (half, T), dtype=np.int64),
-        "lip": rng.standard_normal((half, T, c.lip_dim), dtype=np.float32),
-        "sync": rng.standard_normal((half, T, c.sync_dim), dtype=np.float32),
-        "video": rng.standard_normal((half, T, c.video_dim), dtype=np.float32),
-    }
-    if c.speaker_dim > 0:
-        conds["speaker"] = rng.standard_normal((half, c.speaker_dim), dtype=np.float32)
+    conds = random_inputs(config, half, T, rng)
     if batch > half:
         conds = {k: np.concatenate([v, np.zeros_like(v)], axis=0)[:batch] for k, v in conds.items()}
-    x = rng.standard_normal((batch, T, c.latent_channels), dtype=np.float32)
+    x = rng.standard_normal((batch, T, config.latent_channels), dtype=np.float32)
     t = np.full((batch,), 0.5, dtype=np.float32)
     return x, t, conds
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, feature_ids
 from vssflow_cli.errors import ModelError
 
 FORMAT = "vssflow-bundle-1"
@@ -47,7 +47,6 @@ DEFAULT_MODEL = "vssflow-tiny"
 WEIGHTS_ENV = "VSSFLOW_WEIGHTS"
 REQUIRED_ROLES = ("dit", "decoder")
 INT8_ROLE = "dit-int8"  # optional dynamically quantized DiT, preferred on CPU
-DEFAULT_FEATURES = {"video": "vssflow-visual-v1", "lip": "vssflow-lip-v1", "sync": "vssflow-visual-v1"}
 DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _REPO_REV = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+@[\w./-]+$")
@@ -344,7 +343,7 @@ def write_bundle(
         config=config,
         files=entries,
         phoneme_vocab=tuple(phoneme_vocab),
-        features=dict(features or DEFAULT_FEATURES),
+        features=dict(features or feature_ids(config)),
         sampler=sampler if isinstance(sampler, SamplerDefaults) else SamplerDefaults(**(sampler or {})),
         licence=licence,
         created_from=created_from,

@@ -31,10 +31,9 @@ from typing import Callable
 
 import numpy as np
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, condition_names
 
 ONSET_TOL_S = 0.08
-COND_KEYS = ("phonemes", "lip", "sync", "video")
 
 
 @dataclass
@@ -44,7 +43,7 @@ class HeldoutClip:
     lang: str
     text: str
     wave: np.ndarray  # (n * spl,) float32, the real recording
-    conds: dict[str, np.ndarray]  # name -> (n, ...) features at latent fps
+    conds: dict[str, np.ndarray]  # condition name -> (n, ...) features at latent fps (absent = zeros)
     onsets: np.ndarray  # (K,) seconds of rendered visual events (sound clips)
     aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
 
@@ -69,7 +68,7 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
         out[row["kind"]].append(
             HeldoutClip(
                 row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
-                {k: t[k] for k in COND_KEYS}, onsets, aperture,
+                {k: t[k] for k in condition_names(config) if k in t}, onsets, aperture,
             )
         )
     return out["speech"] + out["sound"]
@@ -192,7 +191,7 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
     for s in range(0, len(clips), batch):
         idx = list(range(s, min(len(clips), s + batch)))
         conds = {}
-        for k in COND_KEYS:
+        for k in conds_of(idx[0]):
             arrs = []
             for i in idx:
                 a = conds_of(i)[k][: clips[i].frames]

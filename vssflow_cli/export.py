@@ -1,9 +1,8 @@
 """ONNX export of the DiT velocity network (training side: needs torch and onnx).
 
-The graph's inputs are exactly the tensor contract of ``vssflow_cli/config.py``:
-``x`` (B, T, C) float32, ``t`` (B,) float32, ``phonemes`` (B, T) int64, ``lip``, ``sync``,
-``video`` (B, T, *) float32, and ``speaker`` (B, speaker_dim) float32 when the model has one;
-the output is ``v`` (B, T, C) float32. Batch and T are dynamic.
+The graph's inputs are ``x`` (B, T, C) float32, ``t`` (B,) float32 and the model's conditions as
+``vssflow_cli.config.CONDITIONS`` defines them (names, dtypes, shapes); the output is ``v``
+(B, T, C) float32. Batch and T are dynamic.
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript, opset 18) by default.
 Both exporters work here and give the same outputs (max relative error vs torch ~1e-6) and the
@@ -33,32 +32,31 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vssflow_cli.config import GLOBAL, condition_names, conditions, random_inputs
 from vssflow_cli.model.dit import VSSFlowDiT
 
 DEFAULT_OPSET = 18
-INPUT_NAMES = ("x", "t", "phonemes", "lip", "sync", "video")
 
 
 def input_names(model: VSSFlowDiT) -> list[str]:
-    return list(INPUT_NAMES) + (["speaker"] if model.config.speaker_dim > 0 else [])
+    """Graph inputs in positional order: x, t, then the model's conditions."""
+    return ["x", "t", *condition_names(model.config)]
 
 
 class _Positional(nn.Module):
-    """Fixed positional signature for export; optional fp16 compute behind fp32 I/O."""
+    """Positional signature (x, t, *conditions) for export; optional fp16 compute behind fp32 I/O."""
 
     def __init__(self, model: VSSFlowDiT, fp16: bool):
         super().__init__()
         self.model, self.fp16 = model, fp16
+        self.names = condition_names(model.config)
 
-    def forward(
-        self, x: Tensor, t: Tensor, phonemes: Tensor, lip: Tensor, sync: Tensor, video: Tensor,
-        speaker: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, *conds: Tensor) -> Tensor:
         if self.fp16:
             # t stays float32: the time embedding computes its sinusoids in float32.
-            x, lip, sync, video = x.half(), lip.half(), sync.half(), video.half()
-            speaker = None if speaker is None else speaker.half()
-        return self.model(x, t, phonemes, lip, sync, video, speaker).float()
+            x = x.half()
+            conds = tuple(c.half() if c.is_floating_point() else c for c in conds)
+        return self.model(x, t, **dict(zip(self.names, conds, strict=True))).float()
 
 
 def dummy_inputs(model: VSSFlowDiT, T: int, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,14 +66,13 @@ def dummy_inputs(model: VSSFlowDiT, T: int, batch: int = 1, seed: int = 0) -> di
     feed = {
         "x": rng.standard_normal((batch, T, c.latent_channels), dtype=np.float32),
         "t": rng.random(batch, dtype=np.float32),
-        "phonemes": rng.integers(0, c.phoneme_vocab, (batch, T), dtype=np.int64),
-        "lip": rng.standard_normal((batch, T, c.lip_dim), dtype=np.float32),
-        "sync": rng.standard_normal((batch, T, c.sync_dim), dtype=np.float32),
-        "video": rng.standard_normal((batch, T, c.video_dim), dtype=np.float32),
     }
-    if c.speaker_dim > 0:
-        feed["speaker"] = rng.standard_normal((batch, c.speaker_dim), dtype=np.float32)
-    return feed
+    return feed | random_inputs(c, batch, T, rng)
+
+
+def _per_frame(model: VSSFlowDiT) -> dict[str, bool]:
+    """Graph input name -> whether its axis 1 is the (dynamic) frame axis."""
+    return {"x": True, "t": False} | {c.name: c.role != GLOBAL for c in conditions(model.config)}
 
 
 def export_dit_onnx(
@@ -112,9 +109,9 @@ def export_dit_onnx(
     try:
         with _atomic(path) as tmp, torch.no_grad(), _quiet_exporter():
             if dynamo:
-                _export_dynamo(wrapper, args, names, tmp, opset)
+                _export_dynamo(wrapper, args, _per_frame(model), tmp, opset)
             else:
-                _export_torchscript(wrapper, args, names, tmp, opset)
+                _export_torchscript(wrapper, args, _per_frame(model), tmp, opset)
             onnx.checker.check_model(str(tmp), full_check=True)
     finally:
         model.train(was_training)
@@ -133,23 +130,26 @@ def _atomic(path: Path):
             tmp.unlink()
 
 
-def _export_dynamo(wrapper: nn.Module, args: tuple[Tensor, ...], names: list[str], out: Path, opset: int) -> None:
+def _export_dynamo(
+    wrapper: nn.Module, args: tuple[Tensor, ...], per_frame: dict[str, bool], out: Path, opset: int
+) -> None:
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=1)
-    shapes = tuple({0: batch} if n in ("t", "speaker") else {0: batch, 1: frames} for n in names)
+    dims = [{0: batch, 1: frames} if f else {0: batch} for f in per_frame.values()]
+    shapes = (dims[0], dims[1], tuple(dims[2:]))  # the structure of forward(x, t, *conds)
     program = torch.onnx.export(
-        wrapper, args, None, input_names=names, output_names=["v"], dynamic_shapes=shapes,
+        wrapper, args, None, input_names=list(per_frame), output_names=["v"], dynamic_shapes=shapes,
         opset_version=opset, dynamo=True, optimize=True, verbose=False,
     )
     program.save(str(out))
 
 
 def _export_torchscript(
-    wrapper: nn.Module, args: tuple[Tensor, ...], names: list[str], out: Path, opset: int
+    wrapper: nn.Module, args: tuple[Tensor, ...], per_frame: dict[str, bool], out: Path, opset: int
 ) -> None:
-    axes = {n: ({0: "batch"} if n in ("t", "speaker") else {0: "batch", 1: "frames"}) for n in names}
+    axes = {n: ({0: "batch", 1: "frames"} if f else {0: "batch"}) for n, f in per_frame.items()}
     axes["v"] = {0: "batch", 1: "frames"}
     torch.onnx.export(
-        wrapper, args, str(out), input_names=names, output_names=["v"], dynamic_axes=axes,
+        wrapper, args, str(out), input_names=list(per_frame), output_names=["v"], dynamic_axes=axes,
         opset_version=opset, dynamo=False, do_constant_folding=True,
     )
 
@@ -228,7 +228,7 @@ def torch_vs_onnx_max_rel_err(
     try:
         with torch.inference_mode():
             dev = next(model.parameters()).device
-            ref = model(*(torch.from_numpy(feed[n]).to(dev) for n in input_names(model))).float().cpu().numpy()
+            ref = model(**{n: torch.from_numpy(feed[n]).to(dev) for n in input_names(model)}).float().cpu().numpy()
     finally:
         model.train(was_training)
     scale = float(np.abs(ref).max())

@@ -15,11 +15,9 @@ import numpy as np
 import torch
 
 from vssflow_cli.audio import LatentCodec
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, condition_names
 from vssflow_cli.model.dit import VSSFlowDiT
 from vssflow_cli.model.flow import flow_loss
-
-COND_KEYS = ("phonemes", "lip", "sync", "video")
 
 
 class FlowModule(L.LightningModule):
@@ -51,7 +49,7 @@ class FlowModule(L.LightningModule):
         return self.step_offset + int(self.global_step)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        conds = {k: batch[k] for k in COND_KEYS}
+        conds = {k: batch[k] for k in condition_names(self.config)}
         loss = flow_loss(self.model, batch["latent"], conds)
         self.log("loss", loss, prog_bar=True, on_step=True, batch_size=batch["latent"].shape[0])
         return loss
