@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vssflow_cli import sampler
-from vssflow_cli.bench import random_bundle
+from vssflow_cli.train.untrained import random_bundle
 from vssflow_cli.config import ModelConfig
 from vssflow_cli.errors import ModelError, UsageError
 from vssflow_cli.runtime import Synthesizer, get_session, physical_cores, providers_for

@@ -15,8 +15,8 @@ Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
   least; step times are medians.
 
 torch is imported only for ``step_ms_torch`` (lazily; None if torch or the bundle's checkpoint
-is missing). :func:`random_bundle` builds an untrained bundle of any config, so paper-scale
-speed can be measured before weights exist.
+is missing). :func:`vssflow_cli.train.untrained.random_bundle` builds an untrained bundle of any
+config, so paper-scale speed can be measured before weights exist.
 """
 
 from __future__ import annotations
@@ -180,41 +180,6 @@ def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str 
     return path
 
 
-# --------------------------------------------------------------------------- bundles for benchmarks / tests
-
-def random_bundle(out_dir: str | os.PathLike, config: ModelConfig, *, seed: int = 0,
-                  include_checkpoint: bool = True) -> Path:
-    """An untrained bundle of ``config`` (random DiT incl. its output layer, random orthonormal codec).
-
-    For timing shapes without trained weights and for tests. Needs torch and onnx.
-    """
-    import torch
-
-    from vssflow_cli.audio import LatentCodec
-    from vssflow_cli.bundle import export_bundle
-    from vssflow_cli.model.checkpoint import save_checkpoint
-    from vssflow_cli.model.dit import VSSFlowDiT
-
-    out = Path(out_dir)
-    torch.manual_seed(seed)
-    model = VSSFlowDiT(config).eval()
-    with torch.no_grad():  # the init zeroes the output layer (v = 0): make outputs non-trivial
-        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
-    rng = np.random.default_rng(seed)
-    k = config.audio.mel_per_latent * config.audio.n_mels
-    q, _ = np.linalg.qr(rng.standard_normal((k, config.latent_channels)))
-    codec = LatentCodec(
-        mean=(rng.standard_normal(k) - 4.0).astype(np.float32),
-        components=q.T.astype(np.float32),
-        scale=np.float32(1.0),
-        mel_per_latent=config.audio.mel_per_latent,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(Path(tmp) / "model.safetensors", model, extra=codec.to_tensors(),
-                               metadata={"note": "random init (benchmark/test bundle)"})
-        return export_bundle(ckpt, out, include_checkpoint=include_checkpoint, name=f"random-{config.name}")
-
-
 # --------------------------------------------------------------------------- step timings
 
 def ort_step_fn(synth, T: int) -> Callable[[], np.ndarray]:
@@ -328,7 +293,7 @@ def run_bench(
     """
     import onnxruntime as ort
 
-    from vssflow_cli.bundle import resolve_model
+    from vssflow_cli.models import resolve_model
     from vssflow_cli.runtime import Synthesizer
 
     if seconds <= 0:

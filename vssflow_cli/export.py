@@ -1,4 +1,6 @@
-"""ONNX export of the DiT velocity network (training side: needs torch and onnx).
+"""``vssflow export``: a training checkpoint -> ONNX graphs -> model bundle (needs torch and onnx).
+
+:func:`export_bundle` is the whole command; :func:`export_dit_onnx` exports the DiT velocity network.
 
 The graph's inputs are ``x`` (B, T, C) float32, ``t`` (B,) float32 and the model's conditions as
 ``vssflow_cli.config.CONDITIONS`` defines them (names, dtypes, shapes); the output is ``v``
@@ -23,17 +25,25 @@ CUDA: the file is half the size, and on CPU it is no faster than float32.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vssflow_cli.audio import LatentCodec
+from vssflow_cli.bundle import DEFAULT_LICENCE, INT8_ROLE, SamplerDefaults, file_sha256, write_bundle
 from vssflow_cli.config import GLOBAL, condition_names, conditions, random_inputs
+from vssflow_cli.errors import ModelError
+from vssflow_cli.model.checkpoint import load_checkpoint
 from vssflow_cli.model.dit import VSSFlowDiT
+from vssflow_cli.text import PHONEME_VOCAB
 
 DEFAULT_OPSET = 18
 
@@ -234,3 +244,80 @@ def torch_vs_onnx_max_rel_err(
     scale = float(np.abs(ref).max())
     err = float(np.abs(got - ref).max())
     return err / scale if scale > 0 else err
+
+
+# --------------------------------------------------------------------------- bundle
+
+def export_bundle(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    fp16: bool = False,
+    *,
+    name: str | None = None,
+    sampler: SamplerDefaults | None = None,
+    include_checkpoint: bool = True,
+    int8: bool = True,
+) -> Path:
+    """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
+
+    ``int8`` (float32 exports only) adds ``dit-int8.onnx``, the dynamically quantized DiT the runtime prefers on
+    CPU (optional role "dit-int8"; the manifest records its relative error against dit.onnx on random inputs).
+
+    The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
+    ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
+    comparisons (``vssflow bench``) and fine-tuning work from a bundle. Needs torch and onnx.
+    """
+    ckpt_path = Path(checkpoint_path)
+    ckpt = load_checkpoint(ckpt_path)
+    codec_keys = ("codec.mean", "codec.components", "codec.scale")
+    if not all(k in ckpt.extra for k in codec_keys):
+        raise ModelError(
+            f"checkpoint {ckpt_path} has no latent codec tensors ({', '.join(codec_keys)}) — "
+            "save the training checkpoint with the codec (LatentCodec.to_tensors()) as extra tensors"
+        )
+    codec = LatentCodec.from_tensors(
+        {k: ckpt.extra[k].float().cpu().numpy() for k in codec_keys},
+        mel_per_latent=ckpt.config.audio.mel_per_latent,
+    )
+    if codec.channels != ckpt.config.latent_channels:
+        raise ModelError(
+            f"checkpoint {ckpt_path}: codec has {codec.channels} channels but the model "
+            f"{ckpt.config.latent_channels} — re-save the checkpoint with its matching codec"
+        )
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.model.eval()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
+        dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
+        files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
+        extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
+        if int8 and not fp16:
+            files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
+            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
+            extra["dit_int8"] = {
+                "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
+                "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
+            }
+        if include_checkpoint:
+            files["checkpoint"] = ckpt_path
+        meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
+        training: dict[str, Any] = {}
+        for k, v in meta.items():
+            try:
+                training[k] = json.loads(v)
+            except (TypeError, ValueError):
+                training[k] = v
+        return write_bundle(
+            out,
+            config=ckpt.config,
+            files=files,
+            phoneme_vocab=list(PHONEME_VOCAB),
+            sampler=sampler or SamplerDefaults(),
+            licence=DEFAULT_LICENCE,
+            name=name or out.resolve().name,
+            created_from=file_sha256(ckpt_path),
+            training=training,
+            extra_meta=extra,
+            optional_roles=("checkpoint", INT8_ROLE),
+        )

@@ -209,7 +209,7 @@ def lip_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress)
     import numpy as np
 
     from vssflow_cli.media import display_size
-    from vssflow_cli.vision import LipTracker, require_face
+    from vssflow_cli.lips import LipTracker, require_face
 
     w, h = display_size(info, LIP_WIDTH)
     expected = _expected_frames(info)
@@ -465,7 +465,7 @@ def dub(
     from vssflow_cli.media import probe
     from vssflow_cli.mux import check_output_path
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
-    from vssflow_cli.vision import lip_motion_spans
+    from vssflow_cli.lips import lip_motion_spans
 
     t0 = time.perf_counter()
     progress = progress or _no_progress

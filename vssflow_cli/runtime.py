@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from vssflow_cli.bundle import INT8_ROLE, Manifest, load_manifest, resolve_model
+from vssflow_cli.bundle import INT8_ROLE, Manifest, load_manifest
 from vssflow_cli.config import ModelConfig, condition_names, condition_shapes, conditions, feature_ids
 from vssflow_cli.errors import ModelError, UsageError
+from vssflow_cli.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class Synthesizer:
     def from_spec(
         cls, spec: str | None, device: str = "auto", threads: int | None = None, precision: str = "auto"
     ) -> Synthesizer:
-        """Build from a ``--model`` value (see :func:`vssflow_cli.bundle.resolve_model`)."""
+        """Build from a ``--model`` value (see :func:`vssflow_cli.models.resolve_model`)."""
         return cls(resolve_model(spec), device=device, threads=threads, precision=precision)
 
     # ---- conditions

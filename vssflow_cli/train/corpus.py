@@ -284,7 +284,7 @@ def compute_features(frames: np.ndarray, kind: str) -> dict[str, np.ndarray]:
 
     video, sync = VisualFeatureStream().push(resize_frames(frames, 64))
     if kind == "speech":
-        from vssflow_cli.vision import LipTracker
+        from vssflow_cli.lips import LipTracker
 
         with LipTracker() as tracker:
             lip = np.asarray(tracker.push(frames).features, np.float32)

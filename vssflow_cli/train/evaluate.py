@@ -207,23 +207,15 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
 
 def untrained_bundle(manifest, out_dir: Path) -> Path:
     """A bundle of a freshly initialised model with the same config and codec (needs torch)."""
-    import torch
     from safetensors.numpy import load_file
 
-    from vssflow_cli.bundle import export_bundle
-    from vssflow_cli.model.checkpoint import save_checkpoint
-    from vssflow_cli.model.dit import VSSFlowDiT
+    from vssflow_cli.train.untrained import random_bundle
 
     if not manifest.has("checkpoint"):
         raise RuntimeError("the bundle ships no checkpoint, so the untrained control cannot share its codec")
     codec = {k: v for k, v in load_file(str(manifest.path("checkpoint"))).items() if k.startswith("codec.")}
-    torch.manual_seed(0)
-    model = VSSFlowDiT(manifest.config)
-    with torch.no_grad():  # the zero-initialised output layer would make an all-zero velocity; randomise it
-        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
-    ckpt = out_dir / "untrained.safetensors"
-    save_checkpoint(ckpt, model, extra=codec, metadata={"note": "untrained control"})
-    return export_bundle(ckpt, out_dir / "untrained", name="untrained-control", include_checkpoint=False)
+    return random_bundle(out_dir / "untrained", manifest.config, codec=codec, name="untrained-control",
+                         note="untrained control", include_checkpoint=False)
 
 
 def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: int | None = None,
