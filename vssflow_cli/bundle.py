@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -32,6 +30,7 @@ from typing import Any
 
 from vssflow_cli.config import ModelConfig, feature_ids
 from vssflow_cli.errors import ModelError
+from vssflow_cli.output import copy_file, write_text
 
 FORMAT = "vssflow-bundle-1"
 MANIFEST = "manifest.json"
@@ -230,32 +229,6 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
 
 # --------------------------------------------------------------------------- writing
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    if src.resolve() == dst.resolve():
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _external_data_files(onnx_path: Path) -> list[str]:
     """Names of the external-data files an ONNX graph refers to (relative to its folder)."""
     try:
@@ -314,7 +287,7 @@ def write_bundle(
             raise ValueError(f"roles {used[dst_name]!r} and {role!r} both map to {dst_name}")
         used[dst_name] = role
         dst = out / dst_name
-        _atomic_copy(src, dst)
+        copy_file(src, dst)
         base = role.split(".")[0]
         entries[role] = FileEntry(dst_name, file_sha256(dst), dst.stat().st_size, base not in optional_roles)
 
@@ -339,7 +312,7 @@ def write_bundle(
         training=dict(training or {}),
         extra=dict(extra_meta or {}),
     )
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    write_text(out / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
     return out
 
 

@@ -402,7 +402,7 @@ def transcribe(
 ) -> int:
     """Transcribe the speech of a video into a subtitle file usable as `dub --text`."""
     from vssflow_cli.media import read_audio
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
     from vssflow_cli.transcribe import transcribe as run_transcribe
     from vssflow_cli.transcribe import write_srt
 

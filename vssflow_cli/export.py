@@ -43,6 +43,7 @@ from vssflow_cli.config import GLOBAL, condition_names, conditions, random_input
 from vssflow_cli.errors import ModelError
 from vssflow_cli.model.checkpoint import load_checkpoint
 from vssflow_cli.model.dit import VSSFlowDiT
+from vssflow_cli.output import atomic_output
 from vssflow_cli.text import PHONEME_VOCAB
 
 DEFAULT_OPSET = 18
@@ -117,7 +118,7 @@ def export_dit_onnx(
     was_training = model.training
     model.eval()
     try:
-        with _atomic(path) as tmp, torch.no_grad(), _quiet_exporter():
+        with atomic_output(path) as tmp, torch.no_grad(), _quiet_exporter():
             if dynamo:
                 _export_dynamo(wrapper, args, _per_frame(model), tmp, opset)
             else:
@@ -126,18 +127,6 @@ def export_dit_onnx(
     finally:
         model.train(was_training)
     return path
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary name beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _export_dynamo(
@@ -198,7 +187,7 @@ def quantize_dit_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     level = qlog.level
     qlog.setLevel(logging.ERROR)
     try:
-        with _atomic(dst) as tmp:
+        with atomic_output(dst) as tmp:
             quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
     finally:

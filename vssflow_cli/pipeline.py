@@ -354,7 +354,8 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
-    from vssflow_cli.mux import atomic_output, mux
+    from vssflow_cli.mux import mux
+    from vssflow_cli.output import atomic_output
 
     clock = _Clock()
     conds = build(clock, progress)
@@ -397,7 +398,7 @@ def foley(
 ) -> Result:  # fmt: skip
     """Generate sound effects for ``video`` and write ``out`` (a video, or a WAV if ``opts.wav_only``)."""
     from vssflow_cli.media import probe
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
 
     t0 = time.perf_counter()
     progress = progress or _no_progress
@@ -463,7 +464,7 @@ def dub(
     import numpy as np
 
     from vssflow_cli.media import probe
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
     from vssflow_cli.lips import lip_motion_spans
 

@@ -18,6 +18,7 @@ from vssflow_cli.audio import LatentCodec
 from vssflow_cli.config import ModelConfig, condition_names
 from vssflow_cli.model.dit import VSSFlowDiT
 from vssflow_cli.model.flow import flow_loss
+from vssflow_cli.output import atomic_output
 
 
 class FlowModule(L.LightningModule):
@@ -105,10 +106,8 @@ def save_state(path: Path, module: FlowModule, codec: LatentCodec, optimizer: to
         "step": str(module.step),
         "param_groups": json.dumps(groups),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_state(path: Path) -> tuple[ModelConfig, int, dict[str, torch.Tensor], dict[str, torch.Tensor], LatentCodec, dict | None]:
