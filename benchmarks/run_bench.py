@@ -70,7 +70,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vssflow-bench-bundle-") as tmp:
         model = args.model
         if args.random:
-            model = str(bench.random_bundle(Path(tmp) / args.random, PRESETS[args.random]()))
+            from vssflow_cli.train.untrained import random_bundle
+
+            model = str(random_bundle(Path(tmp) / args.random, PRESETS[args.random]()))
         threads = [int(s) for s in args.threads.split(",") if s.strip()] or [None]
         results: dict = {"runs": []}
         for n in threads:
@@ -84,7 +86,7 @@ def main() -> int:
                   f"{r['achieved_gflops']:.1f} GFLOP/s = {100 * r['share_of_peak']:.0f}% of matmul peak "
                   f"(numpy {r['matmul_gflops']:.1f}, ORT {r['matmul_gflops_ort']}); load {r['loadavg_1m']}")
         if args.ort_sweep:
-            from vssflow_cli.bundle import resolve_model
+            from vssflow_cli.models import resolve_model
 
             sweep_threads = [n for n in threads if n] or [1, 2]
             results["ort_sweep"] = ort_sweep(resolve_model(model), sweep_threads, args.repeats)

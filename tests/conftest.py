@@ -1,7 +1,7 @@
 """Shared fixtures: real clips made with ffmpeg's lavfi sources, a small real model bundle, a CLI runner.
 
 Clips are generated once per session (a few seconds in all). The bundle is an untrained, small
-VSSFlowDiT exported to ONNX through the real export path (``bench.random_bundle``): it exercises
+VSSFlowDiT exported to ONNX through the real export path (``train.untrained.random_bundle``): it exercises
 the whole runtime; only the sound it makes is meaningless.
 """
 
@@ -190,7 +190,7 @@ def face_clip(media_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vssflow_cli.bench import random_bundle
+    from vssflow_cli.train.untrained import random_bundle
 
     return random_bundle(tmp_path_factory.mktemp("bundle") / "test-model", TEST_CONFIG, seed=0)
 

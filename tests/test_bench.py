@@ -12,6 +12,7 @@ import pytest
 from vssflow_cli import bench
 from vssflow_cli.config import ModelConfig, paper_config, tiny_config
 from vssflow_cli.errors import UsageError
+from vssflow_cli.train.untrained import random_bundle
 
 # Small DiT, but the tiny model's condition widths: the pipeline's real feature extractors feed it.
 SMALL = dataclasses.replace(tiny_config(), name="bench-test", width=64, depth=2, heads=2, ffn_hidden=128,
@@ -60,7 +61,7 @@ def test_make_clip_has_video_and_audio(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bench_bundle(tmp_path_factory) -> Path:
-    return bench.random_bundle(tmp_path_factory.mktemp("bench") / "b", SMALL)
+    return random_bundle(tmp_path_factory.mktemp("bench") / "b", SMALL)
 
 
 def test_run_bench_reports_sane_numbers(bench_bundle: Path) -> None:

@@ -11,17 +11,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vssflow_cli import bundle
+from vssflow_cli import bundle, models
 from vssflow_cli.bundle import (
     FORMAT,
     SamplerDefaults,
     file_sha256,
     load_manifest,
-    resolve_model,
     write_bundle,
 )
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, feature_ids
 from vssflow_cli.errors import ModelError
+from vssflow_cli.models import resolve_model
 
 CFG = ModelConfig(name="t", latent_channels=4, width=16, depth=1, heads=2, ffn_hidden=32, cross_dim=8,
                   video_dim=3, lip_dim=2, sync_dim=2, phoneme_vocab=10, phoneme_dim=4)
@@ -77,7 +77,7 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     assert m.name == "b" and m.licence == "MIT" and m.created_from == "ab" * 32
     assert m.sampler == SamplerDefaults("euler", 8, 2.0)
     assert m.phoneme_vocab == ("<none>", "<unk>", " ", "a")
-    assert m.features == bundle.DEFAULT_FEATURES
+    assert m.features == feature_ids(CFG)
     assert m.training == {"steps": 3} and m.extra == {"note": "test"}
     for role, src in [("dit", tmp_path / "b-src/velocity.onnx"), ("decoder", tmp_path / "b-src/dec.onnx")]:
         assert m.path(role).read_bytes() == src.read_bytes()
@@ -188,7 +188,7 @@ def test_resolve_model_paths_env_and_names(tmp_path: Path, monkeypatch: pytest.M
 
 def test_default_model_missing_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VSSFLOW_WEIGHTS", str(tmp_path))
-    monkeypatch.setattr(bundle, "default_model_candidates", lambda: [tmp_path / "vssflow-tiny"])
+    monkeypatch.setattr(models, "default_model_candidates", lambda: [tmp_path / "vssflow-tiny"])
     with pytest.raises(ModelError, match="VSSFLOW_WEIGHTS"):
         resolve_model(None)
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from test_bundle import make_simple_bundle  # tests/ is on sys.path under pytest
 
-from vssflow_cli import hub
-from vssflow_cli.bundle import load_manifest, resolve_model
+from vssflow_cli import hub, models
+from vssflow_cli.bundle import load_manifest
+from vssflow_cli.models import resolve_model
 from vssflow_cli.errors import ModelError
 from vssflow_cli.runtime import get_session
 
@@ -116,30 +117,30 @@ def test_offline_uses_cache_and_fails_cleanly_without(fake_hub, monkeypatch) -> 
 
 
 def test_registry_entries(fake_hub, monkeypatch) -> None:
-    reg = hub.load_registry()
+    reg = models.load_registry()
     assert reg["vssflow-tiny"].embedded
     assert not reg["vssflow-paper"].published
     for e in reg.values():  # every published Hub entry pins a full commit
         if e.published and not e.embedded:
             assert e.repo and e.revision and len(e.revision) == 40
     with pytest.raises(ModelError, match="not published yet"):
-        hub.pull_spec("vssflow-paper")
+        models.pull_spec("vssflow-paper")
     with pytest.raises(ModelError, match="no revision"):
         hub.pull(REPO, "")
 
     # a registered, published name resolves through the cache (registry swapped for the test)
-    entry = hub.RegistryEntry("test-model", REPO, COMMIT)
-    monkeypatch.setattr(hub, "load_registry", lambda path=None: {**reg, "test-model": entry})
-    path = hub.pull_spec("test-model")
+    entry = models.RegistryEntry("test-model", REPO, COMMIT)
+    monkeypatch.setattr(models, "load_registry", lambda path=None: {**reg, "test-model": entry})
+    path = models.pull_spec("test-model")
     assert resolve_model("test-model") == path
 
 
 def test_list_models_shows_registry_and_cached(fake_hub) -> None:
-    before = {m.name: m for m in hub.list_models()}
+    before = {m.name: m for m in models.list_models()}
     assert before["vssflow-paper"].path is None and before["vssflow-paper"].published is False
     assert before["vssflow-tiny"].source == "embedded"
     hub.pull(REPO, COMMIT)
-    after = {m.name: m for m in hub.list_models()}
+    after = {m.name: m for m in models.list_models()}
     cached = after[f"{REPO}@{COMMIT}"]
     assert cached.source == "cache" and cached.available and cached.description == "vssflow-test"
 

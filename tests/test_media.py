@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
 
-from vssflow_cli import media, mux
+from vssflow_cli import media, mux, output
 from vssflow_cli.errors import InputError, OutputError
 
 FRAME = 1 / 25
@@ -178,12 +178,12 @@ def test_atomic_output_cleans_up_on_any_exception(tmp_path: Path):
     final = tmp_path / "x.mp4"
     for exc in (RuntimeError, KeyboardInterrupt):
         with pytest.raises(exc):
-            with mux.atomic_output(final) as tmp:
+            with output.atomic_output(final) as tmp:
                 tmp.write_bytes(b"partial")
                 assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".x.")
                 raise exc()
-        assert files_in(tmp_path) == set() and not mux.live_temp_files()
-    with mux.atomic_output(final) as tmp:
+        assert files_in(tmp_path) == set() and not output.live_temp_files()
+    with output.atomic_output(final) as tmp:
         tmp.write_bytes(b"done")
     assert final.read_bytes() == b"done" and files_in(tmp_path) == {"x.mp4"}
 
@@ -201,14 +201,14 @@ def test_check_output_path(tmp_path: Path, clip4_silent: Path):
     existing = tmp_path / "e.mp4"
     existing.write_bytes(b"x")
     with pytest.raises(OutputError, match="already exists"):
-        mux.check_output_path(existing, overwrite=False)
-    assert mux.check_output_path(existing, overwrite=True) == existing
+        output.check_output_path(existing, overwrite=False)
+    assert output.check_output_path(existing, overwrite=True) == existing
     with pytest.raises(OutputError, match="does not exist"):
-        mux.check_output_path(tmp_path / "nope" / "o.mp4", overwrite=False)
+        output.check_output_path(tmp_path / "nope" / "o.mp4", overwrite=False)
     with pytest.raises(OutputError, match="replace the input"):
-        mux.check_output_path(clip4_silent, overwrite=True, inputs=(clip4_silent,))
+        output.check_output_path(clip4_silent, overwrite=True, inputs=(clip4_silent,))
     with pytest.raises(OutputError, match="is a folder"):
-        mux.check_output_path(tmp_path, overwrite=True)
+        output.check_output_path(tmp_path, overwrite=True)
 
 
 def test_probe_rejects_audio_only_and_images(tmp_path: Path):

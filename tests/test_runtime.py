@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vssflow_cli import sampler
-from vssflow_cli.bench import random_bundle
+from vssflow_cli.train.untrained import random_bundle
 from vssflow_cli.config import ModelConfig
 from vssflow_cli.errors import ModelError, UsageError
 from vssflow_cli.runtime import Synthesizer, get_session, physical_cores, providers_for
@@ -251,3 +251,52 @@ def test_inference_path_never_imports_torch(small_bundle: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _rewritten(tmp_path: Path, small_bundle: Path, **changes) -> Path:
+    """A copy of the small bundle whose manifest differs by ``changes`` (same graphs)."""
+    from vssflow_cli.bundle import load_manifest, write_bundle
+
+    m = load_manifest(small_bundle)
+    kw = {"phoneme_vocab": list(m.phoneme_vocab), "features": dict(m.features)} | changes
+    return write_bundle(tmp_path / "changed", config=m.config, name="changed",
+                        files={"dit": m.path("dit"), "decoder": m.path("decoder")}, **kw)
+
+
+def test_bundle_with_another_phoneme_vocabulary_is_refused(tmp_path: Path, small_bundle: Path) -> None:
+    from vssflow_cli.text import PHONEME_VOCAB
+
+    vocab = list(PHONEME_VOCAB)
+    vocab[5], vocab[6] = vocab[6], vocab[5]  # same size, so only a comparison can tell
+    bad = _rewritten(tmp_path, small_bundle, phoneme_vocab=vocab)
+    with pytest.raises(ModelError, match=r"changed: phoneme vocabulary differs .*first difference at id 5") as e:
+        Synthesizer(bad, device="cpu", threads=1)
+    assert e.value.exit_code == 4 and "\n" not in str(e.value)
+
+
+def test_bundle_with_other_feature_extractors_is_refused(tmp_path: Path, small_bundle: Path) -> None:
+    from vssflow_cli.bundle import load_manifest
+
+    features = dict(load_manifest(small_bundle).features) | {"lip": "vssflow-lip-v0"}
+    bad = _rewritten(tmp_path, small_bundle, features=features)
+    with pytest.raises(ModelError, match=r"changed: feature extractors lip=vssflow-lip-v0 differ .* lip=vssflow-lip-v1"):
+        Synthesizer(bad, device="cpu", threads=1)
+    assert Synthesizer(_rewritten(tmp_path / "same", small_bundle), device="cpu", threads=1).config == CFG
+
+
+def test_condition_contract_matches_graph_and_model(small_bundle: Path, synth: Synthesizer) -> None:
+    import torch
+
+    from vssflow_cli.config import condition_names, condition_shapes, random_inputs
+    from vssflow_cli.model.checkpoint import load_checkpoint
+
+    assert [i.name for i in synth._dit.get_inputs()] == ["x", "t", *condition_names(CFG)]
+    assert condition_names(CFG)[-1] == "speaker" and "speaker" not in condition_names(ModelConfig())
+    conds = random_inputs(CFG, 2, T, np.random.default_rng(0))
+    assert {k: v.shape for k, v in conds.items()} == condition_shapes(CFG, 2, T)
+    assert conds["phonemes"].dtype == np.int64 and conds["lip"].dtype == np.float32
+    model = load_checkpoint(synth.manifest.path("checkpoint")).model.eval()
+    assert model.in_proj.in_features == CFG.in_channels
+    x = np.zeros((2, T, CFG.latent_channels), np.float32)
+    with torch.inference_mode():  # the forward's keywords are the contract's names
+        model(torch.from_numpy(x), torch.zeros(2), **{k: torch.from_numpy(v) for k, v in conds.items()})

@@ -220,8 +220,9 @@ class LatentCodec:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.checker.check_model(model)
+        from vssflow_cli.output import atomic_output
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        onnx.save(model, str(tmp))
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            onnx.save(model, str(tmp))
         return path

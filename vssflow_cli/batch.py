@@ -140,7 +140,7 @@ class BatchReport:
 
 def write_report(path: str | os.PathLike[str], report: BatchReport) -> None:
     """Write the JSON report atomically (temp file + rename)."""
-    from vssflow_cli.mux import atomic_output
+    from vssflow_cli.output import atomic_output
 
     p = Path(path)
     with atomic_output(p) as tmp:

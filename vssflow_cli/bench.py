@@ -15,8 +15,8 @@ Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
   least; step times are medians.
 
 torch is imported only for ``step_ms_torch`` (lazily; None if torch or the bundle's checkpoint
-is missing). :func:`random_bundle` builds an untrained bundle of any config, so paper-scale
-speed can be measured before weights exist.
+is missing). :func:`vssflow_cli.train.untrained.random_bundle` builds an untrained bundle of any
+config, so paper-scale speed can be measured before weights exist.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, random_inputs
 from vssflow_cli.errors import UsageError
 
 TIME_FREQ_DIM = 256  # must match vssflow_cli.model.dit.TIME_FREQ_DIM (checked by tests)
@@ -153,19 +153,11 @@ def _loadavg() -> float | None:
 def step_inputs(config: ModelConfig, T: int, batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Random x (B,T,C), t (B,), conds of one guided step; the second half is the zeroed branch."""
     rng = np.random.default_rng(seed)
-    c = config
     half = max(1, batch // 2)
-    conds = {
-        "phonemes": rng.integers(1, c.phoneme_vocab, (half, T), dtype=np.int64),
-        "lip": rng.standard_normal((half, T, c.lip_dim), dtype=np.float32),
-        "sync": rng.standard_normal((half, T, c.sync_dim), dtype=np.float32),
-        "video": rng.standard_normal((half, T, c.video_dim), dtype=np.float32),
-    }
-    if c.speaker_dim > 0:
-        conds["speaker"] = rng.standard_normal((half, c.speaker_dim), dtype=np.float32)
+    conds = random_inputs(config, half, T, rng)
     if batch > half:
         conds = {k: np.concatenate([v, np.zeros_like(v)], axis=0)[:batch] for k, v in conds.items()}
-    x = rng.standard_normal((batch, T, c.latent_channels), dtype=np.float32)
+    x = rng.standard_normal((batch, T, config.latent_channels), dtype=np.float32)
     t = np.full((batch,), 0.5, dtype=np.float32)
     return x, t, conds
 
@@ -186,41 +178,6 @@ def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str 
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg could not make the bench clip: {proc.stderr.strip()[-300:]}")
     return path
-
-
-# --------------------------------------------------------------------------- bundles for benchmarks / tests
-
-def random_bundle(out_dir: str | os.PathLike, config: ModelConfig, *, seed: int = 0,
-                  include_checkpoint: bool = True) -> Path:
-    """An untrained bundle of ``config`` (random DiT incl. its output layer, random orthonormal codec).
-
-    For timing shapes without trained weights and for tests. Needs torch and onnx.
-    """
-    import torch
-
-    from vssflow_cli.audio import LatentCodec
-    from vssflow_cli.bundle import export_bundle
-    from vssflow_cli.model.checkpoint import save_checkpoint
-    from vssflow_cli.model.dit import VSSFlowDiT
-
-    out = Path(out_dir)
-    torch.manual_seed(seed)
-    model = VSSFlowDiT(config).eval()
-    with torch.no_grad():  # the init zeroes the output layer (v = 0): make outputs non-trivial
-        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
-    rng = np.random.default_rng(seed)
-    k = config.audio.mel_per_latent * config.audio.n_mels
-    q, _ = np.linalg.qr(rng.standard_normal((k, config.latent_channels)))
-    codec = LatentCodec(
-        mean=(rng.standard_normal(k) - 4.0).astype(np.float32),
-        components=q.T.astype(np.float32),
-        scale=np.float32(1.0),
-        mel_per_latent=config.audio.mel_per_latent,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(Path(tmp) / "model.safetensors", model, extra=codec.to_tensors(),
-                               metadata={"note": "random init (benchmark/test bundle)"})
-        return export_bundle(ckpt, out, include_checkpoint=include_checkpoint, name=f"random-{config.name}")
 
 
 # --------------------------------------------------------------------------- step timings
@@ -336,7 +293,7 @@ def run_bench(
     """
     import onnxruntime as ort
 
-    from vssflow_cli.bundle import resolve_model
+    from vssflow_cli.models import resolve_model
     from vssflow_cli.runtime import Synthesizer
 
     if seconds <= 0:

@@ -10,17 +10,10 @@ Layout (format ``vssflow-bundle-1``)::
 The manifest carries the full :class:`ModelConfig`, the phoneme vocabulary, the feature extractor
 names, sampler defaults, licence, provenance, and ``files: {file name: {role, sha256, bytes,
 required}}``, keyed by file name so the bundle can be checked with the manifest alone. Nothing here
-imports torch or onnxruntime; :func:`export_bundle` (torch) imports lazily.
+imports torch or onnxruntime.
 
-Where models come from (:func:`resolve_model`):
-
-* ``None`` or ``"vssflow-tiny"``: the embedded default. Looked up in ``$VSSFLOW_WEIGHTS`` first
-  (a folder holding ``vssflow-tiny/``, or the bundle folder itself; for installed wheels that do
-  not carry the weights), then ``vssflow_cli/weights/`` (package data), then ``weights/`` in the
-  source checkout (the parent of ``vssflow_cli/``).
-* a local bundle folder (or its ``manifest.json``);
-* a registry name (``vssflow_cli/registry.json``) or ``owner/repo@REVISION``: fetched from the
-  Hugging Face Hub at a pinned revision into the standard HF cache (see :mod:`vssflow_cli.hub`).
+Where bundles come from: :mod:`vssflow_cli.models`; how they are made from a checkpoint:
+:func:`vssflow_cli.export.export_bundle`.
 """
 
 from __future__ import annotations
@@ -28,9 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -38,19 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, feature_ids
 from vssflow_cli.errors import ModelError
+from vssflow_cli.output import copy_file, write_text
 
 FORMAT = "vssflow-bundle-1"
 MANIFEST = "manifest.json"
-DEFAULT_MODEL = "vssflow-tiny"
-WEIGHTS_ENV = "VSSFLOW_WEIGHTS"
 REQUIRED_ROLES = ("dit", "decoder")
 INT8_ROLE = "dit-int8"  # optional dynamically quantized DiT, preferred on CPU
-DEFAULT_FEATURES = {"video": "vssflow-visual-v1", "lip": "vssflow-lip-v1", "sync": "vssflow-visual-v1"}
 DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
-_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_REPO_REV = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+@[\w./-]+$")
 
 
 @dataclass(frozen=True)
@@ -179,7 +165,8 @@ def verify_files(manifest: Manifest, pull_name: str | None = None) -> None:
 
 # --------------------------------------------------------------------------- reading
 
-def _bundle_dir(path: str | os.PathLike) -> Path:
+def bundle_dir(path: str | os.PathLike) -> Path:
+    """The bundle folder of a folder or ``manifest.json`` path."""
     p = Path(path).expanduser()
     return p.parent if p.name == MANIFEST else p
 
@@ -190,7 +177,7 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
     Raises ModelError (one line naming the file and the fix) on a missing/invalid manifest,
     an unsupported format, a missing required file, or a hash mismatch.
     """
-    root = _bundle_dir(path).resolve()
+    root = bundle_dir(path).resolve()
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise ModelError(
@@ -241,32 +228,6 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
 
 
 # --------------------------------------------------------------------------- writing
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    if src.resolve() == dst.resolve():
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def _external_data_files(onnx_path: Path) -> list[str]:
     """Names of the external-data files an ONNX graph refers to (relative to its folder)."""
@@ -326,7 +287,7 @@ def write_bundle(
             raise ValueError(f"roles {used[dst_name]!r} and {role!r} both map to {dst_name}")
         used[dst_name] = role
         dst = out / dst_name
-        _atomic_copy(src, dst)
+        copy_file(src, dst)
         base = role.split(".")[0]
         entries[role] = FileEntry(dst_name, file_sha256(dst), dst.stat().st_size, base not in optional_roles)
 
@@ -344,14 +305,14 @@ def write_bundle(
         config=config,
         files=entries,
         phoneme_vocab=tuple(phoneme_vocab),
-        features=dict(features or DEFAULT_FEATURES),
+        features=dict(features or feature_ids(config)),
         sampler=sampler if isinstance(sampler, SamplerDefaults) else SamplerDefaults(**(sampler or {})),
         licence=licence,
         created_from=created_from,
         training=dict(training or {}),
         extra=dict(extra_meta or {}),
     )
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    write_text(out / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
     return out
 
 
@@ -361,149 +322,3 @@ def _package_version() -> str:
     return __version__
 
 
-# --------------------------------------------------------------------------- resolving
-
-def default_model_candidates() -> list[Path]:
-    """Where the embedded default bundle is looked for, in order (see the module docstring)."""
-    pkg = Path(__file__).resolve().parent
-    out: list[Path] = []
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        p = Path(env).expanduser()
-        out += [p, p / DEFAULT_MODEL] if (p / MANIFEST).is_file() else [p / DEFAULT_MODEL]
-    out += [pkg / "weights" / DEFAULT_MODEL, pkg.parent / "weights" / DEFAULT_MODEL]
-    return out
-
-
-def default_model_dir() -> Path:
-    """The embedded default bundle folder; ModelError if it is nowhere to be found."""
-    cands = default_model_candidates()
-    for c in cands:
-        if (c / MANIFEST).is_file():
-            return c.resolve()
-    raise ModelError(
-        f"embedded model {DEFAULT_MODEL} not found (looked in {', '.join(str(c) for c in cands)}) — "
-        f"set {WEIGHTS_ENV} to the folder holding {DEFAULT_MODEL}/ or pass --model"
-    )
-
-
-def resolve_model(spec: str | os.PathLike | None) -> Path:
-    """Turn a ``--model`` value into a bundle folder (not yet verified; see :func:`load_manifest`).
-
-    None / "vssflow-tiny" -> the embedded default; an existing path -> that bundle;
-    a registry name or ``owner/repo@REVISION`` -> the Hub snapshot in the HF cache (downloaded
-    if missing and online; with ``HF_HUB_OFFLINE=1`` only the cache is used).
-    """
-    if spec is None or str(spec) == DEFAULT_MODEL:
-        return default_model_dir()
-    s = str(spec)
-    local = Path(s).expanduser()
-    if isinstance(spec, os.PathLike) or local.exists() or s.startswith((".", "/", "~")):
-        p = _bundle_dir(local)
-        if not (p / MANIFEST).is_file():
-            raise ModelError(
-                f"model bundle {p}: no {MANIFEST} — pass a bundle folder made by `vssflow export` "
-                "or a model name from `vssflow models list`"
-            )
-        return p.resolve()
-    from vssflow_cli import hub
-
-    if _REPO_REV.match(s):
-        repo, rev = s.rsplit("@", 1)
-        return hub.pull(repo, rev)
-    if _REPO.match(s):
-        raise ModelError(
-            f"model {s!r} is no local folder and has no pinned revision — for a Hub repo use "
-            f"`--model {s}@<commit>`, for a folder check the path"
-        )
-    if "/" in s or os.sep in s:
-        raise ModelError(f"model bundle {s}: no such folder — check the path or see `vssflow models list`")
-    return hub.pull_registered(s)
-
-
-# --------------------------------------------------------------------------- export (torch)
-
-def export_bundle(
-    checkpoint_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    fp16: bool = False,
-    *,
-    name: str | None = None,
-    sampler: SamplerDefaults | None = None,
-    include_checkpoint: bool = True,
-    int8: bool = True,
-) -> Path:
-    """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
-
-    ``int8`` (float32 exports only) adds ``dit-int8.onnx``, the dynamically quantized DiT the runtime prefers on
-    CPU (optional role "dit-int8"; the manifest records its relative error against dit.onnx on random inputs).
-
-    The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
-    ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
-    comparisons (``vssflow bench``) and fine-tuning work from a bundle. Needs torch and onnx.
-    """
-    from vssflow_cli.audio import LatentCodec
-    from vssflow_cli.export import export_dit_onnx
-    from vssflow_cli.model.checkpoint import load_checkpoint
-
-    ckpt_path = Path(checkpoint_path)
-    ckpt = load_checkpoint(ckpt_path)
-    codec_keys = ("codec.mean", "codec.components", "codec.scale")
-    if not all(k in ckpt.extra for k in codec_keys):
-        raise ModelError(
-            f"checkpoint {ckpt_path} has no latent codec tensors ({', '.join(codec_keys)}) — "
-            "save the training checkpoint with the codec (LatentCodec.to_tensors()) as extra tensors"
-        )
-    codec = LatentCodec.from_tensors(
-        {k: ckpt.extra[k].float().cpu().numpy() for k in codec_keys},
-        mel_per_latent=ckpt.config.audio.mel_per_latent,
-    )
-    if codec.channels != ckpt.config.latent_channels:
-        raise ModelError(
-            f"checkpoint {ckpt_path}: codec has {codec.channels} channels but the model "
-            f"{ckpt.config.latent_channels} — re-save the checkpoint with its matching codec"
-        )
-    try:
-        from vssflow_cli.text import PHONEME_VOCAB
-    except ImportError as e:  # pragma: no cover - text.py ships with the package
-        raise ModelError(f"cannot export: phoneme vocabulary unavailable ({e}) — reinstall vssflow") from e
-
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.model.eval()
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
-        dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
-        dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
-        files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
-        extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
-        if int8 and not fp16:
-            from vssflow_cli.export import dummy_inputs, onnx_rel_err, quantize_dit_int8
-
-            files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
-            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
-            extra["dit_int8"] = {
-                "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
-                "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
-            }
-        if include_checkpoint:
-            files["checkpoint"] = ckpt_path
-        meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
-        training: dict[str, Any] = {}
-        for k, v in meta.items():
-            try:
-                training[k] = json.loads(v)
-            except (TypeError, ValueError):
-                training[k] = v
-        return write_bundle(
-            out,
-            config=ckpt.config,
-            files=files,
-            phoneme_vocab=list(PHONEME_VOCAB),
-            sampler=sampler or SamplerDefaults(),
-            licence=DEFAULT_LICENCE,
-            name=name or out.resolve().name,
-            created_from=file_sha256(ckpt_path),
-            training=training,
-            extra_meta=extra,
-            optional_roles=("checkpoint", INT8_ROLE),
-        )

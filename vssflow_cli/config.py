@@ -3,9 +3,13 @@
 The config is the only source for rebuilding a model: it is stored in every checkpoint
 (safetensors metadata + JSON) and in every bundle's ``manifest.json``.
 
-Condition contract (all time-aligned tensors are at ``latent_fps``, channels last):
+Condition contract: :data:`CONDITIONS` below is the one list of the network's inputs besides the
+noisy latent ``x`` (B, T, latent_channels) and the flow time ``t`` (B,) in [0, 1] (0 = noise,
+1 = data). Each :class:`Condition` has a name (the ONNX graph input and the keyword of
+``VSSFlowDiT.forward``), a dtype, a role and a width taken from :class:`ModelConfig`; a width of 0
+means the model has no such input (like ``speaker_dim = 0``). Time-aligned tensors are at
+``latent_fps``, channels last:
 
-=============  ==========================  =========================================
 name           shape                       meaning
 =============  ==========================  =========================================
 ``x``          (B, T, latent_channels)     noisy latent (sampler state)
@@ -17,18 +21,26 @@ name           shape                       meaning
 ``speaker``    (B, speaker_dim)            voice embedding (only if speaker_dim > 0)
 ``prior``      (B, T, prior_dim)           TTS teacher's latent, in-context (only if prior_dim > 0)
 =============  ==========================  =========================================
+=======
+* in-context (B, T, width): concatenated to the latent along channels (ids are embedded first);
+* cross (B, T, width): cross-attention tokens, one per frame;
+* global (B, width): one cross-attention token for the whole window.
 
-The unconditional branch of classifier-free guidance is every condition zeroed together.
+The unconditional branch of classifier-free guidance is every condition zeroed together (id 0 =
+no speech). Adding a condition = one config width field + one :data:`CONDITIONS` entry here, plus
+its projection in ``model/dit.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-CONDITION_NAMES = ("phonemes", "lip", "sync", "video", "speaker", "prior")
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         """Channels after concatenating the in-context conditions to the latent."""
-        return self.latent_channels + self.lip_dim + self.phoneme_dim + self.sync_dim + self.prior_dim
+        return self.latent_channels + sum(c.width(self) for c in conditions(self) if c.role == IN_CONTEXT)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,6 +123,87 @@ class ModelConfig:
     def from_json(cls, s: str) -> "ModelConfig":
         return cls.from_dict(json.loads(s))
 
+
+# --------------------------------------------------------------------------- condition contract
+
+IN_CONTEXT, CROSS, GLOBAL = "in-context", "cross", "global"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One conditioning input of the network (see the module docstring)."""
+
+    name: str
+    role: str  # IN_CONTEXT | CROSS | GLOBAL
+    width: Callable[[ModelConfig], int]  # channels inside the model (ids: embedding width); 0 = absent
+    doc: str
+    vocab: Callable[[ModelConfig], int] | None = None  # set for id tracks: int64 (B, T) in [0, vocab)
+    features: str | None = None  # id of the extractor that computes it, stored in bundles and checked
+
+    @property
+    def dtype(self) -> str:
+        return "int64" if self.vocab is not None else "float32"
+
+    def present(self, config: ModelConfig) -> bool:
+        return self.width(config) > 0
+
+    def shape(self, config: ModelConfig, batch: int, frames: int) -> tuple[int, ...]:
+        """Array shape for ``batch`` windows of ``frames`` latent frames."""
+        if self.vocab is not None:
+            return (batch, frames)
+        if self.role == GLOBAL:
+            return (batch, self.width(config))
+        return (batch, frames, self.width(config))
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("phonemes", IN_CONTEXT, lambda c: c.phoneme_dim, "phoneme id per latent frame, 0 = no speech",
+              vocab=lambda c: c.phoneme_vocab),
+    Condition("lip", IN_CONTEXT, lambda c: c.lip_dim, "lip features, zeros where no face", features="vssflow-lip-v1"),
+    Condition("sync", IN_CONTEXT, lambda c: c.sync_dim, "sync/motion features", features="vssflow-visual-v1"),
+    Condition("video", CROSS, lambda c: c.video_dim, "visual features", features="vssflow-visual-v1"),
+    Condition("speaker", GLOBAL, lambda c: c.speaker_dim, "voice embedding"),
+    Condition("prior", IN_CONTEXT, lambda c: c.prior_dim,
+              "acoustic prior: the TTS teacher's reading as codec latents, warped onto the speech spans; the latent "
+              "of silence where nothing is said, zeros = no prior", features="vssflow-prior-kokoro-v1"),
+)
+"""Every condition, in the order of ``VSSFlowDiT.forward``'s arguments after ``x, t``."""
+
+def conditions(config: ModelConfig) -> tuple[Condition, ...]:
+    """The conditions ``config``'s model takes (width > 0), in forward-argument order."""
+    return tuple(c for c in CONDITIONS if c.present(config))
+
+
+def condition_names(config: ModelConfig) -> tuple[str, ...]:
+    return tuple(c.name for c in conditions(config))
+
+
+def feature_ids(config: ModelConfig) -> dict[str, str]:
+    """Condition name -> feature extractor id, for the conditions of ``config`` computed by one."""
+    return {c.name: c.features for c in conditions(config) if c.features}
+
+
+def condition_shapes(config: ModelConfig, batch: int, frames: int) -> dict[str, tuple[int, ...]]:
+    """name -> expected array shape of every condition of ``config``."""
+    return {c.name: c.shape(config, batch, frames) for c in conditions(config)}
+
+
+def random_inputs(config: ModelConfig, batch: int, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random conditions in the contract's shapes and dtypes (ids uniform over the vocabulary,
+    floats standard normal), drawn in :data:`CONDITIONS` order. numpy only."""
+    import numpy as np
+
+    out: dict[str, np.ndarray] = {}
+    for c in conditions(config):
+        shape = c.shape(config, batch, frames)
+        if c.vocab is not None:
+            out[c.name] = rng.integers(0, c.vocab(config), shape, dtype=np.int64)
+        else:
+            out[c.name] = rng.standard_normal(shape, dtype=np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- presets
 
 def tiny_config() -> ModelConfig:
     """The embedded default: trainable on 2 CPU cores, ~6M parameters, 5 s windows."""

@@ -1,9 +1,10 @@
-"""ONNX export of the DiT velocity network (training side: needs torch and onnx).
+"""``vssflow export``: a training checkpoint -> ONNX graphs -> model bundle (needs torch and onnx).
 
-The graph's inputs are exactly the tensor contract of ``vssflow_cli/config.py``:
-``x`` (B, T, C) float32, ``t`` (B,) float32, ``phonemes`` (B, T) int64, ``lip``, ``sync``,
-``video`` (B, T, *) float32, and ``speaker`` (B, speaker_dim) float32 when the model has one;
-the output is ``v`` (B, T, C) float32. Batch and T are dynamic.
+:func:`export_bundle` is the whole command; :func:`export_dit_onnx` exports the DiT velocity network.
+
+The graph's inputs are ``x`` (B, T, C) float32, ``t`` (B,) float32 and the model's conditions as
+``vssflow_cli.config.CONDITIONS`` defines them (names, dtypes, shapes); the output is ``v``
+(B, T, C) float32. Batch and T are dynamic.
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript, opset 18) by default.
 Both exporters work here and give the same outputs (max relative error vs torch ~1e-6) and the
@@ -24,41 +25,49 @@ CUDA: the file is half the size, and on CPU it is no faster than float32.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vssflow_cli.audio import LatentCodec
+from vssflow_cli.bundle import DEFAULT_LICENCE, INT8_ROLE, SamplerDefaults, file_sha256, write_bundle
+from vssflow_cli.config import GLOBAL, condition_names, conditions, random_inputs
+from vssflow_cli.errors import ModelError
+from vssflow_cli.model.checkpoint import load_checkpoint
 from vssflow_cli.model.dit import VSSFlowDiT
+from vssflow_cli.output import atomic_output
+from vssflow_cli.text import PHONEME_VOCAB
 
 DEFAULT_OPSET = 18
-INPUT_NAMES = ("x", "t", "phonemes", "lip", "sync", "video")
 
 
 def input_names(model: VSSFlowDiT) -> list[str]:
-    return list(INPUT_NAMES) + (["speaker"] if model.config.speaker_dim > 0 else [])
+    """Graph inputs in positional order: x, t, then the model's conditions."""
+    return ["x", "t", *condition_names(model.config)]
 
 
 class _Positional(nn.Module):
-    """Fixed positional signature for export; optional fp16 compute behind fp32 I/O."""
+    """Positional signature (x, t, *conditions) for export; optional fp16 compute behind fp32 I/O."""
 
     def __init__(self, model: VSSFlowDiT, fp16: bool):
         super().__init__()
         self.model, self.fp16 = model, fp16
+        self.names = condition_names(model.config)
 
-    def forward(
-        self, x: Tensor, t: Tensor, phonemes: Tensor, lip: Tensor, sync: Tensor, video: Tensor,
-        speaker: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, *conds: Tensor) -> Tensor:
         if self.fp16:
             # t stays float32: the time embedding computes its sinusoids in float32.
-            x, lip, sync, video = x.half(), lip.half(), sync.half(), video.half()
-            speaker = None if speaker is None else speaker.half()
-        return self.model(x, t, phonemes, lip, sync, video, speaker).float()
+            x = x.half()
+            conds = tuple(c.half() if c.is_floating_point() else c for c in conds)
+        return self.model(x, t, **dict(zip(self.names, conds, strict=True))).float()
 
 
 def dummy_inputs(model: VSSFlowDiT, T: int, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,14 +77,13 @@ def dummy_inputs(model: VSSFlowDiT, T: int, batch: int = 1, seed: int = 0) -> di
     feed = {
         "x": rng.standard_normal((batch, T, c.latent_channels), dtype=np.float32),
         "t": rng.random(batch, dtype=np.float32),
-        "phonemes": rng.integers(0, c.phoneme_vocab, (batch, T), dtype=np.int64),
-        "lip": rng.standard_normal((batch, T, c.lip_dim), dtype=np.float32),
-        "sync": rng.standard_normal((batch, T, c.sync_dim), dtype=np.float32),
-        "video": rng.standard_normal((batch, T, c.video_dim), dtype=np.float32),
     }
-    if c.speaker_dim > 0:
-        feed["speaker"] = rng.standard_normal((batch, c.speaker_dim), dtype=np.float32)
-    return feed
+    return feed | random_inputs(c, batch, T, rng)
+
+
+def _per_frame(model: VSSFlowDiT) -> dict[str, bool]:
+    """Graph input name -> whether its axis 1 is the (dynamic) frame axis."""
+    return {"x": True, "t": False} | {c.name: c.role != GLOBAL for c in conditions(model.config)}
 
 
 def export_dit_onnx(
@@ -110,46 +118,37 @@ def export_dit_onnx(
     was_training = model.training
     model.eval()
     try:
-        with _atomic(path) as tmp, torch.no_grad(), _quiet_exporter():
+        with atomic_output(path) as tmp, torch.no_grad(), _quiet_exporter():
             if dynamo:
-                _export_dynamo(wrapper, args, names, tmp, opset)
+                _export_dynamo(wrapper, args, _per_frame(model), tmp, opset)
             else:
-                _export_torchscript(wrapper, args, names, tmp, opset)
+                _export_torchscript(wrapper, args, _per_frame(model), tmp, opset)
             onnx.checker.check_model(str(tmp), full_check=True)
     finally:
         model.train(was_training)
     return path
 
 
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary name beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _export_dynamo(wrapper: nn.Module, args: tuple[Tensor, ...], names: list[str], out: Path, opset: int) -> None:
+def _export_dynamo(
+    wrapper: nn.Module, args: tuple[Tensor, ...], per_frame: dict[str, bool], out: Path, opset: int
+) -> None:
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=1)
-    shapes = tuple({0: batch} if n in ("t", "speaker") else {0: batch, 1: frames} for n in names)
+    dims = [{0: batch, 1: frames} if f else {0: batch} for f in per_frame.values()]
+    shapes = (dims[0], dims[1], tuple(dims[2:]))  # the structure of forward(x, t, *conds)
     program = torch.onnx.export(
-        wrapper, args, None, input_names=names, output_names=["v"], dynamic_shapes=shapes,
+        wrapper, args, None, input_names=list(per_frame), output_names=["v"], dynamic_shapes=shapes,
         opset_version=opset, dynamo=True, optimize=True, verbose=False,
     )
     program.save(str(out))
 
 
 def _export_torchscript(
-    wrapper: nn.Module, args: tuple[Tensor, ...], names: list[str], out: Path, opset: int
+    wrapper: nn.Module, args: tuple[Tensor, ...], per_frame: dict[str, bool], out: Path, opset: int
 ) -> None:
-    axes = {n: ({0: "batch"} if n in ("t", "speaker") else {0: "batch", 1: "frames"}) for n in names}
+    axes = {n: ({0: "batch", 1: "frames"} if f else {0: "batch"}) for n, f in per_frame.items()}
     axes["v"] = {0: "batch", 1: "frames"}
     torch.onnx.export(
-        wrapper, args, str(out), input_names=names, output_names=["v"], dynamic_axes=axes,
+        wrapper, args, str(out), input_names=list(per_frame), output_names=["v"], dynamic_axes=axes,
         opset_version=opset, dynamo=False, do_constant_folding=True,
     )
 
@@ -188,7 +187,7 @@ def quantize_dit_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     level = qlog.level
     qlog.setLevel(logging.ERROR)
     try:
-        with _atomic(dst) as tmp:
+        with atomic_output(dst) as tmp:
             quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
     finally:
@@ -228,9 +227,86 @@ def torch_vs_onnx_max_rel_err(
     try:
         with torch.inference_mode():
             dev = next(model.parameters()).device
-            ref = model(*(torch.from_numpy(feed[n]).to(dev) for n in input_names(model))).float().cpu().numpy()
+            ref = model(**{n: torch.from_numpy(feed[n]).to(dev) for n in input_names(model)}).float().cpu().numpy()
     finally:
         model.train(was_training)
     scale = float(np.abs(ref).max())
     err = float(np.abs(got - ref).max())
     return err / scale if scale > 0 else err
+
+
+# --------------------------------------------------------------------------- bundle
+
+def export_bundle(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    fp16: bool = False,
+    *,
+    name: str | None = None,
+    sampler: SamplerDefaults | None = None,
+    include_checkpoint: bool = True,
+    int8: bool = True,
+) -> Path:
+    """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
+
+    ``int8`` (float32 exports only) adds ``dit-int8.onnx``, the dynamically quantized DiT the runtime prefers on
+    CPU (optional role "dit-int8"; the manifest records its relative error against dit.onnx on random inputs).
+
+    The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
+    ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
+    comparisons (``vssflow bench``) and fine-tuning work from a bundle. Needs torch and onnx.
+    """
+    ckpt_path = Path(checkpoint_path)
+    ckpt = load_checkpoint(ckpt_path)
+    codec_keys = ("codec.mean", "codec.components", "codec.scale")
+    if not all(k in ckpt.extra for k in codec_keys):
+        raise ModelError(
+            f"checkpoint {ckpt_path} has no latent codec tensors ({', '.join(codec_keys)}) — "
+            "save the training checkpoint with the codec (LatentCodec.to_tensors()) as extra tensors"
+        )
+    codec = LatentCodec.from_tensors(
+        {k: ckpt.extra[k].float().cpu().numpy() for k in codec_keys},
+        mel_per_latent=ckpt.config.audio.mel_per_latent,
+    )
+    if codec.channels != ckpt.config.latent_channels:
+        raise ModelError(
+            f"checkpoint {ckpt_path}: codec has {codec.channels} channels but the model "
+            f"{ckpt.config.latent_channels} — re-save the checkpoint with its matching codec"
+        )
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.model.eval()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
+        dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
+        files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
+        extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
+        if int8 and not fp16:
+            files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
+            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
+            extra["dit_int8"] = {
+                "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
+                "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
+            }
+        if include_checkpoint:
+            files["checkpoint"] = ckpt_path
+        meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
+        training: dict[str, Any] = {}
+        for k, v in meta.items():
+            try:
+                training[k] = json.loads(v)
+            except (TypeError, ValueError):
+                training[k] = v
+        return write_bundle(
+            out,
+            config=ckpt.config,
+            files=files,
+            phoneme_vocab=list(PHONEME_VOCAB),
+            sampler=sampler or SamplerDefaults(),
+            licence=DEFAULT_LICENCE,
+            name=name or out.resolve().name,
+            created_from=file_sha256(ckpt_path),
+            training=training,
+            extra_meta=extra,
+            optional_roles=("checkpoint", INT8_ROLE),
+        )

@@ -6,85 +6,23 @@ files inference needs (manifest, ONNX graphs and their external data, model card
 pull each file listed in ``manifest.json`` is verified by sha256; a mismatch in the cache triggers
 one forced re-download when online. With ``HF_HUB_OFFLINE=1`` only the cache is used.
 
-Names for ``--model`` come from ``vssflow_cli/registry.json``: name -> repo + pinned commit.
+Registry names and ``--model`` resolution: :mod:`vssflow_cli.models`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from vssflow_cli.bundle import (
-    DEFAULT_MODEL,
-    FORMAT,
-    MANIFEST,
-    Manifest,
-    default_model_dir,
-    load_manifest,
-    verify_files,
-)
+from vssflow_cli.bundle import MANIFEST, Manifest, file_sha256, load_manifest, verify_files
 from vssflow_cli.errors import ModelError
 
-REGISTRY_PATH = Path(__file__).resolve().parent / "registry.json"
 ALLOW_PATTERNS = ["manifest.json", "*.onnx", "*.onnx.data", "*.md"]
 CHECKPOINT_PATTERNS = ["*.safetensors"]
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "on", "yes", "true"}
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    name: str
-    repo: str | None = None
-    revision: str | None = None
-    published: bool = True
-    embedded: bool = False
-    description: str = ""
-    manifest_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One row of ``vssflow models list``. ``path`` is set when the bundle is on disk."""
-
-    name: str
-    source: str  # "embedded" | "hub" | "cache"
-    repo: str | None
-    revision: str | None
-    path: Path | None
-    published: bool
-    description: str = ""
-
-    @property
-    def available(self) -> bool:
-        return self.path is not None
-
-
-@lru_cache(maxsize=4)
-def _read_registry(path: str) -> dict[str, RegistryEntry]:
-    raw: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = {}
-    for name, e in raw.get("models", {}).items():
-        out[name] = RegistryEntry(
-            name=name,
-            repo=e.get("repo"),
-            revision=e.get("revision"),
-            published=bool(e.get("published", True)),
-            embedded=bool(e.get("embedded", False)),
-            description=str(e.get("description", "")),
-            manifest_sha256=e.get("manifest_sha256"),
-        )
-    return out
-
-
-def load_registry(path: str | os.PathLike | None = None) -> dict[str, RegistryEntry]:
-    """name -> :class:`RegistryEntry` from ``registry.json``."""
-    return _read_registry(str(path or REGISTRY_PATH))
 
 
 def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -110,7 +48,7 @@ def _snapshot_download(**kwargs: Any) -> str:
     return snapshot_download(**kwargs)
 
 
-def _cached_snapshot(repo: str, revision: str, cache_dir: Path) -> Path | None:
+def cached_snapshot(repo: str, revision: str, cache_dir: Path) -> Path | None:
     """The snapshot folder of a commit already in the cache, or None (branch names: via refs/)."""
     base = cache_dir / ("models--" + repo.replace("/", "--"))
     rev = revision
@@ -188,86 +126,9 @@ def pull(
 
 
 def _verified(path: Path, manifest_sha256: str | None, hint: str) -> Manifest:
-    from vssflow_cli.bundle import file_sha256
-
     if manifest_sha256 and (path / MANIFEST).is_file() and file_sha256(path / MANIFEST) != manifest_sha256:
         raise ModelError(f"model bundle {path}: sha256 mismatch for {MANIFEST} — re-download with "
                          f"`vssflow models pull {hint}`")
     manifest = load_manifest(path, verify=False)
     verify_files(manifest, pull_name=hint)
     return manifest
-
-
-def pull_registered(
-    name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False, include_checkpoint: bool = False
-) -> Path:
-    """Resolve a registry name to a verified bundle folder (the embedded one needs no download)."""
-    reg = load_registry()
-    entry = reg.get(name)
-    if entry is None:
-        raise ModelError(
-            f"model {name!r} is not a known name ({', '.join(sorted(reg))}) — see `vssflow models list`, "
-            "or pass a bundle folder or owner/repo@revision"
-        )
-    if entry.embedded:
-        return default_model_dir()
-    if not entry.published or not entry.repo or not entry.revision:
-        raise ModelError(
-            f"model {name!r} is not published yet — use the embedded default ({DEFAULT_MODEL}) or a local bundle"
-        )
-    return pull(
-        entry.repo,
-        entry.revision,
-        cache_dir,
-        name=name,
-        force=force,
-        include_checkpoint=include_checkpoint,
-        manifest_sha256=entry.manifest_sha256,
-    )
-
-
-def pull_spec(spec: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False,
-              include_checkpoint: bool = False) -> Path:
-    """``vssflow models pull SPEC``: a registry name or ``owner/repo@revision``."""
-    if "@" in spec and "/" in spec.split("@", 1)[0]:
-        repo, rev = spec.rsplit("@", 1)
-        return pull(repo, rev, cache_dir, force=force, include_checkpoint=include_checkpoint)
-    return pull_registered(spec, cache_dir, force=force, include_checkpoint=include_checkpoint)
-
-
-def _manifest_name(path: Path) -> str | None:
-    try:
-        raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return str(raw.get("name") or path.name) if isinstance(raw, dict) and raw.get("format") == FORMAT else None
-
-
-def list_models(cache_dir: str | os.PathLike | None = None) -> list[ModelInfo]:
-    """Registry entries (embedded default first) plus vssflow bundles found in the HF cache."""
-    cache = hub_cache_dir(cache_dir)
-    out: list[ModelInfo] = []
-    seen: set[Path] = set()
-    for entry in load_registry().values():
-        path: Path | None = None
-        if entry.embedded:
-            try:
-                path = default_model_dir()
-            except ModelError:
-                path = None
-            source = "embedded"
-        else:
-            source = "hub"
-            if entry.repo and entry.revision:
-                path = _cached_snapshot(entry.repo, entry.revision, cache)
-        if path is not None:
-            seen.add(path.resolve())
-        out.append(ModelInfo(entry.name, source, entry.repo, entry.revision, path, entry.published, entry.description))
-    if cache.is_dir():
-        for snap in sorted(cache.glob(f"models--*/snapshots/*/{MANIFEST}")):
-            folder = snap.parent
-            if folder.resolve() in seen or (name := _manifest_name(folder)) is None:
-                continue
-            repo = folder.parent.parent.name[len("models--"):].replace("--", "/")
-            out.append(ModelInfo(f"{repo}@{folder.name}", "cache", repo, folder.name, folder, True, name))
-    return out

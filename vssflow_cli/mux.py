@@ -1,21 +1,15 @@
-"""Writing outputs: atomic files, WAV, and remuxing a generated track into a video.
-
-Every output is written to a hidden temp file in the destination folder (same extension, so
-ffmpeg and soundfile pick the right format) and renamed over the destination only when complete:
-an interrupted or failed run leaves the destination as it was and no partial file behind.
-"""
+"""Writing audio outputs: WAV, and remuxing a generated track into a video (atomically, via
+:func:`vssflow_cli.output.atomic_output`)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vssflow_cli.errors import OutputError, UsageError
 from vssflow_cli.media import MediaInfo, input_url, probe, run_ffmpeg
+from vssflow_cli.output import atomic_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,60 +28,6 @@ AUDIO_CODECS: dict[str, tuple[str, list[str]]] = {
 }  # fmt: skip
 VIDEO_EXTS = tuple(AUDIO_CODECS)
 AUDIO_EXTS = (".wav", ".flac")
-
-_live_temps: set[Path] = set()
-
-
-def live_temp_files() -> set[Path]:
-    """Temp outputs being written right now (for signal handlers and tests)."""
-    return set(_live_temps)
-
-
-def temp_path_for(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.partial{final.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``final``; rename it over ``final`` if the block succeeds.
-
-    On any exception, KeyboardInterrupt and signals included, the temp file is removed.
-    """
-    final = Path(final)
-    tmp = temp_path_for(final)
-    _live_temps.add(tmp)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise OutputError(f"{final}: nothing was written; please report this")
-        try:
-            os.replace(tmp, final)
-        except OSError as e:
-            raise OutputError(f"{final}: cannot write ({e.strerror}); choose another output path") from e
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        _live_temps.discard(tmp)
-
-
-def check_output_path(out: str | os.PathLike[str], *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
-    """Validate an output path before any work: folder exists and is writable, no clobbering."""
-    out = Path(out)
-    for src in inputs:
-        with contextlib.suppress(OSError):
-            if out.resolve() == Path(src).resolve():
-                raise OutputError(f"{out}: output would replace the input; choose another output path")
-    parent = out.parent
-    if not parent.is_dir():
-        raise OutputError(f"{out}: folder {parent} does not exist; create it or choose another output path")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a folder; give a file name or use --out-dir")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: already exists; pass --overwrite to replace it or --skip-existing")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: folder {parent} is not writable; choose another output path")
-    return out
-
 
 def write_wav(path: str | os.PathLike[str], wave: np.ndarray, sr: int) -> Path:
     """Write mono float audio (N,) as 16-bit PCM (WAV or FLAC by extension), atomically."""

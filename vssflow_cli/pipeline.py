@@ -209,7 +209,7 @@ def lip_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress)
     import numpy as np
 
     from vssflow_cli.media import display_size
-    from vssflow_cli.vision import LipTracker, require_face
+    from vssflow_cli.lips import LipTracker, require_face
 
     w, h = display_size(info, LIP_WIDTH)
     expected = _expected_frames(info)
@@ -354,7 +354,8 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
-    from vssflow_cli.mux import atomic_output, mux
+    from vssflow_cli.mux import mux
+    from vssflow_cli.output import atomic_output
 
     clock = _Clock()
     conds = build(clock, progress)
@@ -397,7 +398,7 @@ def foley(
 ) -> Result:  # fmt: skip
     """Generate sound effects for ``video`` and write ``out`` (a video, or a WAV if ``opts.wav_only``)."""
     from vssflow_cli.media import probe
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
 
     t0 = time.perf_counter()
     progress = progress or _no_progress
@@ -463,9 +464,9 @@ def dub(
     import numpy as np
 
     from vssflow_cli.media import probe
-    from vssflow_cli.mux import check_output_path
+    from vssflow_cli.output import check_output_path
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
-    from vssflow_cli.vision import lip_motion_spans
+    from vssflow_cli.lips import lip_motion_spans
 
     t0 = time.perf_counter()
     progress = progress or _no_progress

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from vssflow_cli.bundle import INT8_ROLE, Manifest, load_manifest, resolve_model
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.bundle import INT8_ROLE, Manifest, load_manifest
+from vssflow_cli.config import ModelConfig, condition_names, condition_shapes, conditions, feature_ids
 from vssflow_cli.errors import ModelError, UsageError
+from vssflow_cli.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,34 @@ def clear_session_cache() -> None:
 
 # --------------------------------------------------------------------------- synthesizer
 
+def check_contract(manifest: Manifest) -> None:
+    """ModelError unless the bundle was made with this code's phoneme vocabulary and feature extractors.
+
+    A model's phoneme embedding rows and condition channels mean what its training features meant:
+    with other ids the shapes still match and the output is silently wrong.
+    """
+    from vssflow_cli.text import PHONEME_VOCAB
+
+    have = tuple(manifest.phoneme_vocab)
+    if have != tuple(PHONEME_VOCAB):
+        n = min(len(have), len(PHONEME_VOCAB))
+        first = next((i for i in range(n) if have[i] != PHONEME_VOCAB[i]), n)
+        raise ModelError(
+            f"model bundle {manifest.root}: phoneme vocabulary differs from this vssflow's ({len(have)} vs "
+            f"{len(PHONEME_VOCAB)} symbols, first difference at id {first}) — use a bundle exported by this "
+            "vssflow version"
+        )
+    want = feature_ids(manifest.config)
+    if dict(manifest.features) != want:
+        diff = sorted(k for k in set(want) | set(manifest.features) if manifest.features.get(k) != want.get(k))
+        got = ", ".join(f"{k}={manifest.features.get(k)}" for k in diff)
+        exp = ", ".join(f"{k}={want.get(k)}" for k in diff)
+        raise ModelError(
+            f"model bundle {manifest.root}: feature extractors {got} differ from this vssflow's {exp} — "
+            "use a bundle exported by this vssflow version"
+        )
+
+
 Conds = Mapping[str, np.ndarray]
 
 
@@ -163,6 +192,7 @@ class Synthesizer:
             raise UsageError(f"unknown precision {precision!r} — use one of: {', '.join(PRECISIONS)}")
         self.manifest = bundle_dir if isinstance(bundle_dir, Manifest) else load_manifest(bundle_dir, verify=verify)
         self.config: ModelConfig = self.manifest.config
+        check_contract(self.manifest)
         self.threads = int(threads or physical_cores())
         self.providers = providers_for(device)
         self.device_note = ""
@@ -204,15 +234,14 @@ class Synthesizer:
     def from_spec(
         cls, spec: str | None, device: str = "auto", threads: int | None = None, precision: str = "auto"
     ) -> Synthesizer:
-        """Build from a ``--model`` value (see :func:`vssflow_cli.bundle.resolve_model`)."""
+        """Build from a ``--model`` value (see :func:`vssflow_cli.models.resolve_model`)."""
         return cls(resolve_model(spec), device=device, threads=threads, precision=precision)
 
     # ---- conditions
 
     @property
     def condition_names(self) -> tuple[str, ...]:
-        names = ("phonemes", "lip", "sync", "video")
-        return names + (("speaker",) if self.config.speaker_dim > 0 else ())
+        return condition_names(self.config)
 
     def _check_graph_inputs(self) -> None:
         want = {"x", "t", *self.condition_names}
@@ -225,22 +254,13 @@ class Synthesizer:
 
     def condition_shapes(self, batch: int, n_frames: int) -> dict[str, tuple[int, ...]]:
         """Expected shape of every condition for a batch of ``batch`` windows of ``n_frames``."""
-        c = self.config
-        shapes: dict[str, tuple[int, ...]] = {
-            "phonemes": (batch, n_frames),
-            "lip": (batch, n_frames, c.lip_dim),
-            "sync": (batch, n_frames, c.sync_dim),
-            "video": (batch, n_frames, c.video_dim),
-        }
-        if c.speaker_dim > 0:
-            shapes["speaker"] = (batch, c.speaker_dim)
-        return shapes
+        return condition_shapes(self.config, batch, n_frames)
 
     def check_conditions(self, conds: Conds, n_frames: int, batch: int | None = None) -> dict[str, np.ndarray]:
         """Validate shapes/dtypes against the config; absent conditions become zeros.
 
-        conds: name -> array with a batch dim (see ``vssflow_cli/config.py``). Returns float32
-        arrays (int64 for phonemes), C-contiguous.
+        conds: name -> array with a batch dim (see ``vssflow_cli/config.py``). Returns C-contiguous
+        arrays of each condition's dtype (float32, int64 for id tracks).
         """
         unknown = set(conds) - set(self.condition_names)
         if unknown:
@@ -251,9 +271,10 @@ class Synthesizer:
         if batch is None:
             batch = next((int(np.shape(v)[0]) for v in conds.values()), 1)
         out: dict[str, np.ndarray] = {}
-        for name, shape in self.condition_shapes(batch, n_frames).items():
+        for cond in conditions(self.config):
+            name, shape = cond.name, cond.shape(self.config, batch, n_frames)
             if name not in conds:
-                out[name] = np.zeros(shape, dtype=np.int64 if name == "phonemes" else np.float32)
+                out[name] = np.zeros(shape, dtype=cond.dtype)
                 continue
             a = np.asarray(conds[name])
             if a.shape != shape:
@@ -263,17 +284,16 @@ class Synthesizer:
                     + (f" (features {feat})" if feat else "")
                     + " — use a bundle made for this vssflow version's feature extractors"
                 )
-            if name == "phonemes":
+            if cond.vocab is not None:
+                vocab = cond.vocab(self.config)
                 if not np.issubdtype(a.dtype, np.integer):
-                    raise ModelError(f"condition 'phonemes' must hold integer ids, got {a.dtype} — pass int64 ids")
-                if a.size and (a.min() < 0 or a.max() >= self.config.phoneme_vocab):
+                    raise ModelError(f"condition {name!r} must hold integer ids, got {a.dtype} — pass int64 ids")
+                if a.size and (a.min() < 0 or a.max() >= vocab):
                     raise ModelError(
-                        f"phoneme ids must lie in [0, {self.config.phoneme_vocab}), got [{a.min()}, {a.max()}] — "
+                        f"phoneme ids must lie in [0, {vocab}), got [{a.min()}, {a.max()}] — "
                         "the script's phoneme vocabulary does not match this model"
                     )
-                out[name] = np.ascontiguousarray(a, dtype=np.int64)
-            else:
-                out[name] = np.ascontiguousarray(a, dtype=np.float32)
+            out[name] = np.ascontiguousarray(a, dtype=cond.dtype)
         return out
 
     # ---- network calls

@@ -1,7 +1,7 @@
 """SIGINT / SIGTERM: turn them into an exception so every ``finally`` runs.
 
 The exception unwinds through the pipeline: ``subprocess.run`` and the frame reader kill their
-ffmpeg child, :func:`vssflow_cli.mux.atomic_output` deletes its temp file, temp folders are
+ffmpeg child, :func:`vssflow_cli.output.atomic_output` deletes its temp file, temp folders are
 removed, and the CLI exits 130 (SIGINT) or 143 (SIGTERM). After the first signal further ones are
 ignored so the cleanup itself cannot be cut short.
 """

@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vssflow_cli.errors import InputError, ModelError, OutputError, UsageError
+from vssflow_cli.output import atomic_output
 from vssflow_cli.text import Segment
 
 log = logging.getLogger(__name__)
@@ -243,14 +242,8 @@ def write_srt(segments: Sequence[Segment], path: str | Path) -> Path:
     path = Path(path)
     data = format_srt(segments).encode("utf-8")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e} — check the folder exists and is writable") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror or e} — check free space and permissions") from e
     return path

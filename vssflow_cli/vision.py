@@ -17,7 +17,7 @@ maps to ~0.05, a moving hand (d ~ 0.05) to ~0.45, a scene cut (d ~ 0.3) to ~1. A
 fixed constants (no per-clip normalisation), so features do not depend on how a clip is chunked.
 The first frame of a stream has zero motion.
 
-Face and lip features live in :mod:`vssflow_cli.lips` (also importable from here).
+Face and lip features live in :mod:`vssflow_cli.lips`, which builds on this module.
 """
 
 from __future__ import annotations
@@ -32,21 +32,6 @@ VIDEO_DIM = APPEARANCE_GRID * APPEARANCE_GRID * 3 + MOTION_GRID * MOTION_GRID  #
 SYNC_DIM = MOTION_GRID * MOTION_GRID + 2  # 18
 MOTION_GAIN = 100.0
 _MOTION_NORM = float(np.log1p(MOTION_GAIN))
-
-_LIPS_EXPORTS = (
-    "LipTracker", "LipResult", "require_face", "lip_motion_spans", "render_talking_face", "face_landmarks",
-)
-
-
-def __getattr__(name: str):
-    # Lazy re-export: `from vssflow_cli.vision import LipTracker` works without importing
-    # the lips module (and so mediapipe) for callers that only need visual features.
-    if name in _LIPS_EXPORTS:
-        from vssflow_cli import lips
-
-        return getattr(lips, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # --------------------------------------------------------------------------- resizing / sampling
 

@@ -1,1 +1,1 @@
-"""The embedded default model bundle (installed as vssflow_cli.weights; see bundle.default_model_dir)."""
+"""The embedded default model bundle (installed as vssflow_cli.weights; see models.default_model_dir)."""

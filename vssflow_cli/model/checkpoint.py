@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import Tensor
 from vssflow_cli.config import ModelConfig
 from vssflow_cli.errors import ModelError
 from vssflow_cli.model.dit import VSSFlowDiT
+from vssflow_cli.output import atomic_output, write_text
 
 FORMAT = "vssflow-ckpt-1"
 MODEL_PREFIX = "model."
@@ -34,20 +34,6 @@ class Checkpoint:
     config: ModelConfig
     extra: dict[str, Tensor]
     metadata: dict[str, str]
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file in path's folder, then rename it over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(
@@ -69,11 +55,12 @@ def save_checkpoint(
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta.update(format=FORMAT, config=model.config.to_json())
 
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     sidecar = {"format": FORMAT, "config": model.config.to_dict(),
                "metadata": {k: v for k, v in meta.items() if k not in ("format", "config")}}
-    text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path.with_name(path.name + ".json"), lambda tmp: Path(tmp).write_text(text))
+    write_text(path.with_name(path.name + ".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return path
 
 

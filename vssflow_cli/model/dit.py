@@ -2,7 +2,7 @@
 
 Everything the network needs is in this file; it is built from a :class:`ModelConfig` alone.
 
-Conditions enter two ways (shapes in ``vssflow_cli/config.py``):
+Conditions enter two ways (names, shapes and roles: ``vssflow_cli.config.CONDITIONS``):
 
 * in-context: ``[x, lip, phoneme_embedding, sync, prior?]`` concatenated along channels, projected to
   ``width`` by a 1x1 convolution (a Linear over channels), and handled by self-attention with
@@ -137,11 +137,8 @@ class VSSFlowDiT(nn.Module):
     Args of :meth:`forward` (B = batch, T = latent frames):
         x: (B, T, latent_channels) float, the noisy latent.
         t: (B,) float flow time in [0, 1].
-        phonemes: (B, T) int64 phoneme ids, 0 = no speech.
-        lip: (B, T, lip_dim) float.
-        sync: (B, T, sync_dim) float.
-        video: (B, T, video_dim) float.
-        speaker: (B, speaker_dim) float, required iff ``speaker_dim > 0``.
+        phonemes, lip, sync, video, speaker: the conditions, in the order, shapes and dtypes of
+            ``vssflow_cli.config.CONDITIONS``; ``speaker`` is required iff ``speaker_dim > 0``.
         frame_mask: optional (B, T) bool, True = real frame. Padded frames are hidden from
             attention keys, so valid frames see exactly what an unpadded run would. Training
             only; the exported graph has no mask.
@@ -203,8 +200,8 @@ class VSSFlowDiT(nn.Module):
         sync: Tensor,
         video: Tensor,
         speaker: Tensor | None = None,
-        frame_mask: Tensor | None = None,
         prior: Tensor | None = None,
+        frame_mask: Tensor | None = None,
     ) -> Tensor:
         T = x.shape[1]
         ph = self.phoneme_emb(phonemes).to(x.dtype)  # (B, T, P)

@@ -109,7 +109,7 @@ def torch_velocity(
 
     def to_torch(name: str, a: np.ndarray) -> Tensor:
         tt = torch.from_numpy(np.ascontiguousarray(a)).to(device)
-        return tt.long() if name == "phonemes" else tt.to(dtype)
+        return tt.to(dtype) if tt.is_floating_point() else tt.long()
 
     def fn(x: np.ndarray, t: np.ndarray, conds: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

@@ -36,11 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vssflow_cli.output import atomic_output, write_text
 from vssflow_cli.train import render
 from vssflow_cli.train.onsets import detect_onsets
 from vssflow_cli.train.sources import ALL_LANGS, Package, Recording
@@ -284,7 +286,7 @@ def compute_features(frames: np.ndarray, kind: str) -> dict[str, np.ndarray]:
 
     video, sync = VisualFeatureStream().push(resize_frames(frames, 64))
     if kind == "speech":
-        from vssflow_cli.vision import LipTracker
+        from vssflow_cli.lips import LipTracker
 
         with LipTracker() as tracker:
             lip = np.asarray(tracker.push(frames).features, np.float32)
@@ -305,24 +307,15 @@ def phoneme_frames(plan: ClipPlan) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        write(str(tmp))
 
 
 def _write_text(path: Path, text: str) -> None:
-    def w(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic_write(path, w)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, text)
 
 
 def write_mp4(path: Path, frames: np.ndarray, wave: np.ndarray) -> None:

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from vssflow_cli.audio import LatentCodec
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, condition_names
 from vssflow_cli.model.dit import VSSFlowDiT
 from vssflow_cli.model.flow import flow_loss
-
-COND_KEYS = ("phonemes", "lip", "sync", "video")
+from vssflow_cli.output import atomic_output
 
 
 class FlowModule(L.LightningModule):
@@ -51,7 +50,7 @@ class FlowModule(L.LightningModule):
         return self.step_offset + int(self.global_step)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        conds = {k: batch[k] for k in COND_KEYS + (("prior",) if self.config.prior_dim else ())}
+        conds = {k: batch[k] for k in condition_names(self.config)}
         loss = flow_loss(self.model, batch["latent"], conds)
         self.log("loss", loss, prog_bar=True, on_step=True, batch_size=batch["latent"].shape[0])
         return loss
@@ -107,10 +106,8 @@ def save_state(path: Path, module: FlowModule, codec: LatentCodec, optimizer: to
         "step": str(module.step),
         "param_groups": json.dumps(groups),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_state(path: Path) -> tuple[ModelConfig, int, dict[str, torch.Tensor], dict[str, torch.Tensor], LatentCodec, dict | None]:

@@ -47,8 +47,9 @@ def build_prior(teacher, wave: np.ndarray, text: str, lang: str, voiced: tuple[f
     return prior_track(len(target), [(a, aligned)], cfg.n_mels)
 
 
-def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, idle_exit_s: float = 600.0) -> int:
-    """Build missing priors; returns how many were written."""
+def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, idle_exit_s: float = 600.0,
+        shard: tuple[int, int] = (0, 1)) -> int:
+    """Build missing priors (of shard ``i`` of ``n``: clips whose index is i mod n); returns how many were written."""
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
@@ -59,8 +60,8 @@ def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, id
     written, failed, idle_since = 0, set(), time.time()
     while True:
         todo = [
-            r for r in read_index(corpus)
-            if r["kind"] == "speech" and r.get("lang") in langs and r.get("split") == "train"
+            r for k, r in enumerate(read_index(corpus))
+            if k % shard[1] == shard[0] and r["kind"] == "speech" and r.get("lang") in langs and r.get("split") == "train"
             and r["id"] not in failed and not prior_path(corpus, r["id"]).exists()
         ]
         for row in todo:
@@ -98,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--langs", default="en", help="languages the teacher reads (default en)")
     ap.add_argument("--follow", action="store_true", help="keep polling while a corpus build adds clips")
+    ap.add_argument("--shard", default="0/1", help="I/N: build only clips I mod N (run N processes in parallel)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     langs = tuple(x.strip() for x in a.langs.split(",") if x.strip())
     bad = [x for x in langs if x not in TEACHER_LANGS]
     if bad:
         ap.error(f"the teacher reads only {','.join(TEACHER_LANGS)}, not {bad}")
-    n = run(a.corpus, langs, a.follow)
+    i, n_shards = (int(x) for x in a.shard.split("/"))
+    n = run(a.corpus, langs, a.follow, shard=(i, n_shards))
     print(json.dumps({"written": n}))
     return 0
 

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
-    from vssflow_cli.eval import Recogniser, generate, load_heldout, score
+    from vssflow_cli.train.evaluate import Recogniser, generate, load_heldout, score
     from vssflow_cli.runtime import Synthesizer
 
     synths: dict[str, Synthesizer] = {}

@@ -31,10 +31,9 @@ from typing import Callable
 
 import numpy as np
 
-from vssflow_cli.config import ModelConfig
+from vssflow_cli.config import ModelConfig, condition_names
 
 ONSET_TOL_S = 0.08
-COND_KEYS = ("phonemes", "lip", "sync", "video")
 
 
 @dataclass
@@ -44,7 +43,7 @@ class HeldoutClip:
     lang: str
     text: str
     wave: np.ndarray  # (n * spl,) float32, the real recording
-    conds: dict[str, np.ndarray]  # name -> (n, ...) features at latent fps
+    conds: dict[str, np.ndarray]  # condition name -> (n, ...) features at latent fps (absent = zeros)
     onsets: np.ndarray  # (K,) seconds of rendered visual events (sound clips)
     aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
 
@@ -69,7 +68,7 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
         out[row["kind"]].append(
             HeldoutClip(
                 row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
-                {k: t[k] for k in COND_KEYS}, onsets, aperture,
+                {k: t[k] for k in condition_names(config) if k in t}, onsets, aperture,
             )
         )
     return out["speech"] + out["sound"]
@@ -192,7 +191,7 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
     for s in range(0, len(clips), batch):
         idx = list(range(s, min(len(clips), s + batch)))
         conds = {}
-        for k in COND_KEYS:
+        for k in conds_of(idx[0]):
             arrs = []
             for i in idx:
                 a = conds_of(i)[k][: clips[i].frames]
@@ -208,23 +207,15 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
 
 def untrained_bundle(manifest, out_dir: Path) -> Path:
     """A bundle of a freshly initialised model with the same config and codec (needs torch)."""
-    import torch
     from safetensors.numpy import load_file
 
-    from vssflow_cli.bundle import export_bundle
-    from vssflow_cli.model.checkpoint import save_checkpoint
-    from vssflow_cli.model.dit import VSSFlowDiT
+    from vssflow_cli.train.untrained import random_bundle
 
     if not manifest.has("checkpoint"):
         raise RuntimeError("the bundle ships no checkpoint, so the untrained control cannot share its codec")
     codec = {k: v for k, v in load_file(str(manifest.path("checkpoint"))).items() if k.startswith("codec.")}
-    torch.manual_seed(0)
-    model = VSSFlowDiT(manifest.config)
-    with torch.no_grad():  # the zero-initialised output layer would make an all-zero velocity; randomise it
-        torch.nn.init.normal_(model.out_proj.weight, std=0.02)
-    ckpt = out_dir / "untrained.safetensors"
-    save_checkpoint(ckpt, model, extra=codec, metadata={"note": "untrained control"})
-    return export_bundle(ckpt, out_dir / "untrained", name="untrained-control", include_checkpoint=False)
+    return random_bundle(out_dir / "untrained", manifest.config, codec=codec, name="untrained-control",
+                         note="untrained control", include_checkpoint=False)
 
 
 def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: int | None = None,

@@ -1,0 +1,51 @@
+"""The one atomic-write helper: short temp names, the name limit, and never replacing a file made meanwhile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vssflow_cli import output
+from vssflow_cli.errors import OutputError
+
+
+def test_temp_name_is_short_and_keeps_the_extension(tmp_path: Path) -> None:
+    final = tmp_path / "clip.foley.mp4"
+    tmp = output.temp_path_for(final)
+    assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".clip.foley.")
+    assert len(tmp.name) - len(final.name) == 8
+
+
+def test_longest_legal_name_can_be_written(tmp_path: Path) -> None:
+    name = "é" * 100 + "x" * 45 + ".foley.mp4"  # 255 bytes in UTF-8: the longest legal name
+    assert len(os.fsencode(name)) == output.NAME_MAX
+    final = tmp_path / name
+    assert len(os.fsencode(output.temp_path_for(final).name)) <= output.NAME_MAX
+    with output.atomic_output(final) as tmp:
+        tmp.write_bytes(b"done")
+    assert final.read_bytes() == b"done" and os.listdir(tmp_path) == [name]
+
+
+def test_no_overwrite_keeps_a_file_created_while_writing(tmp_path: Path) -> None:
+    final = tmp_path / "out.wav"
+    with pytest.raises(OutputError, match="created by something else .* kept it"):
+        with output.atomic_output(final, overwrite=False) as tmp:
+            tmp.write_bytes(b"ours")
+            final.write_bytes(b"theirs")  # another process wins the race
+    assert final.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.wav"]
+    final.unlink()
+    with output.atomic_output(final, overwrite=False) as tmp:
+        tmp.write_bytes(b"ours")
+    assert final.read_bytes() == b"ours" and os.listdir(tmp_path) == ["out.wav"]
+    with output.atomic_output(final) as tmp:  # overwrite (the default) replaces
+        tmp.write_bytes(b"again")
+    assert final.read_bytes() == b"again" and not output.live_temp_files()
+
+
+def test_copy_and_text_are_atomic(tmp_path: Path) -> None:
+    src = output.write_text(tmp_path / "a.json", "{}\n")
+    assert output.copy_file(src, tmp_path / "b.json").read_text() == "{}\n"
+    assert output.copy_file(src, src) == src
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json"]

@@ -1,0 +1,120 @@
+"""Writing files: one atomic-write helper for every output, and the checks made before any work.
+
+Every file is written to a hidden temp file in its destination folder (same extension, so ffmpeg
+and soundfile pick the right format) and renamed onto the destination only when complete: an
+interrupted or failed run leaves the destination as it was and no partial file behind. The temp
+name adds 8 characters (``.NAME.xxxxxx.EXT``) and is shortened to fit the file system's name limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from vssflow_cli.errors import OutputError
+
+NAME_MAX = 255  # bytes per file name on every file system vssflow writes to (ext4, APFS, NTFS, ...)
+
+_live_temps: set[Path] = set()
+
+
+def live_temp_files() -> set[Path]:
+    """Temp outputs being written right now (for signal handlers and tests)."""
+    return set(_live_temps)
+
+
+def temp_path_for(final: Path) -> Path:
+    """``dir/.STEM.xxxxxx.SUFFIX`` beside ``final``; the stem is cut so the name fits NAME_MAX bytes."""
+    tail = f".{secrets.token_hex(3)}{final.suffix}"
+    stem = final.stem
+    while len(os.fsencode(f".{stem}{tail}")) > NAME_MAX and stem:
+        stem = stem[:-1]
+    return final.with_name(f".{stem}{tail}")
+
+
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:  # a hard link never replaces: a file created at `final` meanwhile is kept, and we fail
+        os.link(tmp, final)
+    except FileExistsError:
+        raise OutputError(
+            f"{final}: was created by something else while vssflow wrote it; kept it — pass --overwrite to replace it"
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if final.exists():  # no hard links here (FAT, some network shares): check, then rename
+            raise OutputError(
+                f"{final}: was created by something else while vssflow wrote it; kept it — pass --overwrite to "
+                "replace it"
+            ) from None
+        os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``final``; move it to ``final`` if the block succeeds.
+
+    ``overwrite=False``: never replace a file that appeared at ``final`` while the block ran
+    (OutputError instead). On any exception, KeyboardInterrupt and signals included, the temp
+    file is removed.
+    """
+    final = Path(final)
+    tmp = temp_path_for(final)
+    _live_temps.add(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError(f"{final}: nothing was written; please report this")
+        try:
+            _publish(tmp, final, overwrite)
+        except OSError as e:
+            raise OutputError(f"{final}: cannot write ({e.strerror}); choose another output path") from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _live_temps.discard(tmp)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Copy ``src`` to ``dst`` atomically (nothing to do if they are the same file)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.resolve() == dst.resolve():
+        return dst
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
+
+
+def check_output_path(out: str | os.PathLike[str], *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    """Validate an output path before any work: folder exists and is writable, no clobbering."""
+    out = Path(out)
+    for src in inputs:
+        with contextlib.suppress(OSError):
+            if out.resolve() == Path(src).resolve():
+                raise OutputError(f"{out}: output would replace the input; choose another output path")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputError(f"{out}: folder {parent} does not exist; create it or choose another output path")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder; give a file name or use --out-dir")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: already exists; pass --overwrite to replace it or --skip-existing")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: folder {parent} is not writable; choose another output path")
+    return out
