@@ -196,8 +196,7 @@ class LatentCodec:
 
     def to_onnx(self, path: str | Path, n_mels: int) -> Path:
         """Write ``decoder.onnx``: input "latent" (B, T, C) -> output "logmel" (B, T * k, n_mels)."""
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
 
         w = (self.components * self.scale).astype(np.float32)  # (C, k * n_mels)
         inits = [
@@ -210,19 +209,45 @@ class LatentCodec:
             helper.make_node("Add", ["p", "mean"], ["q"]),
             helper.make_node("Reshape", ["q", "shape"], ["logmel"]),
         ]
-        graph = helper.make_graph(
-            nodes,
-            "vssflow_latent_decoder",
-            [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["B", "T", self.channels])],
-            [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["B", "F", n_mels])],
-            inits,
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        from vssflow_cli.output import atomic_output
+        return _save_graph(path, "vssflow_latent_decoder", nodes, inits, ("latent", ["B", "T", self.channels]),
+                           ("logmel", ["B", "F", n_mels]))
 
-        path = Path(path)
-        with atomic_output(path) as tmp:
-            onnx.save(model, str(tmp))
-        return path
+    def encoder_to_onnx(self, path: str | Path, n_mels: int) -> Path:
+        """Write ``encoder.onnx``: input "logmel" (B, F, n_mels), F a multiple of k -> "latent" (B, F // k, C).
+
+        The inverse of the decoder (the components are orthonormal), used to encode the acoustic prior.
+        """
+        from onnx import helper, numpy_helper
+
+        inits = [
+            numpy_helper.from_array((self.components.T / self.scale).astype(np.float32), "w"),  # (k * n_mels, C)
+            numpy_helper.from_array(self.mean.astype(np.float32), "mean"),
+            numpy_helper.from_array(np.array([0, -1, self.mel_per_latent * n_mels], dtype=np.int64), "shape"),
+        ]
+        nodes = [
+            helper.make_node("Reshape", ["logmel", "shape"], ["patches"]),
+            helper.make_node("Sub", ["patches", "mean"], ["centred"]),
+            helper.make_node("MatMul", ["centred", "w"], ["latent"]),
+        ]
+        return _save_graph(path, "vssflow_latent_encoder", nodes, inits, ("logmel", ["B", "F", n_mels]),
+                           ("latent", ["B", "T", self.channels]))
+
+
+def _save_graph(path: str | Path, name: str, nodes: list, inits: list, inp: tuple, out: tuple) -> Path:
+    """Check and atomically save a one-input, one-output float graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info(inp[0], TensorProto.FLOAT, inp[1])],
+        [helper.make_tensor_value_info(out[0], TensorProto.FLOAT, out[1])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    from vssflow_cli.output import atomic_output
+
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path

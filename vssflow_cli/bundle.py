@@ -5,6 +5,7 @@ Layout (format ``vssflow-bundle-1``)::
     <bundle>/manifest.json
     <bundle>/dit.onnx                  role "dit": velocity network (inputs x, t, conditions -> v)
     <bundle>/decoder.onnx              role "decoder": latent (B, T, C) -> logmel (B, 4T, n_mels)
+    <bundle>/encoder.onnx              role "encoder" (models with a prior): logmel (B, 4T, n_mels) -> latent
     <bundle>/checkpoint.safetensors    role "checkpoint" (optional): torch weights for bench / fine-tuning
 
 The manifest carries the full :class:`ModelConfig`, the phoneme vocabulary, the feature extractor
@@ -36,6 +37,7 @@ FORMAT = "vssflow-bundle-1"
 MANIFEST = "manifest.json"
 REQUIRED_ROLES = ("dit", "decoder")
 INT8_ROLE = "dit-int8"  # optional dynamically quantized DiT, preferred on CPU
+ENCODER_ROLE = "encoder"  # latent codec encoder, shipped by models with an acoustic prior (prior_dim > 0)
 DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
 
 

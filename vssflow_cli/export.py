@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from vssflow_cli.audio import LatentCodec
-from vssflow_cli.bundle import DEFAULT_LICENCE, INT8_ROLE, SamplerDefaults, file_sha256, write_bundle
+from vssflow_cli.bundle import DEFAULT_LICENCE, ENCODER_ROLE, INT8_ROLE, SamplerDefaults, file_sha256, write_bundle
 from vssflow_cli.config import GLOBAL, condition_names, conditions, random_inputs
 from vssflow_cli.errors import ModelError
 from vssflow_cli.model.checkpoint import load_checkpoint
@@ -280,6 +280,8 @@ def export_bundle(
         dit = export_dit_onnx(ckpt.model, Path(tmp) / "dit.onnx", fp16=fp16)
         dec = codec.to_onnx(Path(tmp) / "decoder.onnx", n_mels=ckpt.config.audio.n_mels)
         files: dict[str, Path] = {"dit": Path(dit or Path(tmp) / "dit.onnx"), "decoder": Path(dec)}
+        if ckpt.config.prior_dim:  # the acoustic prior is a log-mel encoded by the same codec
+            files[ENCODER_ROLE] = codec.encoder_to_onnx(Path(tmp) / "encoder.onnx", n_mels=ckpt.config.audio.n_mels)
         extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
         if int8 and not fp16:
             files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
@@ -308,5 +310,5 @@ def export_bundle(
             created_from=file_sha256(ckpt_path),
             training=training,
             extra_meta=extra,
-            optional_roles=("checkpoint", INT8_ROLE),
+            optional_roles=("checkpoint", INT8_ROLE, ENCODER_ROLE),
         )

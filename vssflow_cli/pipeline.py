@@ -44,7 +44,7 @@ CHUNK_FRAMES = 250  # frames per decoded chunk (10 s at 25 fps)
 OVERLAP_SECONDS = 1.0  # crossfade between consecutive model windows
 MIN_FACE_FRACTION = 0.3  # dub: share of frames that must show a face
 TRUNCATED_FRACTION = 0.9  # fewer decoded frames than this share of the probed duration = corrupt
-STAGES = ("transcribe", "decode", "features", "sampling", "decode_audio", "mux")
+STAGES = ("transcribe", "decode", "features", "teacher", "sampling", "decode_audio", "mux")
 
 
 class Progress(Protocol):
@@ -107,6 +107,7 @@ class Result:
     stages: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
+    warnings: tuple[str, ...] = ()  # things the user should know (e.g. a script line too fast for its span)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -243,10 +244,10 @@ def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> n
 class _TrackWriter:
     """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed)."""
 
-    def __init__(self, path: Path, sr: int, n_total: int, subtype: str) -> None:
+    def __init__(self, path: Path, sr: int, n_total: int, subtype: str, gate: Callable | None = None) -> None:
         import soundfile as sf
 
-        self.n_total, self.n = n_total, 0
+        self.n_total, self.n, self.gate = n_total, 0, gate
         fmt = "W64" if path.suffix == ".w64" else "WAV"  # Wave64: no 4 GB limit for the temp track
         self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
 
@@ -254,6 +255,8 @@ class _TrackWriter:
         import numpy as np
 
         take = samples[: max(0, self.n_total - self.n)]
+        if self.gate is not None:
+            take = self.gate(take, self.n)
         self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
         self.n += len(take)
 
@@ -317,10 +320,13 @@ def _generate(
 
 def _generate_to(
     path: Path, subtype: str, synth: Any, conds: dict[str, np.ndarray], n: int, n_samples: int, opts: JobOptions,
-    clock: _Clock, progress: Progress,
+    clock: _Clock, progress: Progress, gate: Callable | None = None,
 ) -> int:  # fmt: skip
-    """Generate the whole track into the WAV ``path`` (exactly ``n_samples``); returns the window count."""
-    writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype)
+    """Generate the whole track into the WAV ``path`` (exactly ``n_samples``); returns the window count.
+
+    ``gate(samples, offset)``, if given, shapes the track as it is written (dub: silence outside the speech spans).
+    """
+    writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype, gate)
     try:
         n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
     except BaseException:
@@ -359,6 +365,7 @@ def _finish(
 
     clock = _Clock()
     conds = build(clock, progress)
+    gate = conds.pop("_gate", None)
     n = _n_latent(info, synth)
     conds = {k: to_latent_frames(v, n, FEATURE_FPS, synth.config.latent_fps) for k, v in conds.items()}
     sr = synth.config.audio.sample_rate
@@ -366,11 +373,11 @@ def _finish(
     mix = None if opts.wav_only else _default_mix(opts, info)
     if opts.wav_only:
         with atomic_output(out) as tmp:
-            n_windows = _generate_to(tmp, "PCM_16", synth, conds, n, n_samples, opts, clock, progress)
+            n_windows = _generate_to(tmp, "PCM_16", synth, conds, n, n_samples, opts, clock, progress, gate)
     else:
         with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
             wav = Path(tmpdir) / "generated.w64"
-            n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress)
+            n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
             progress("mux", 0, 1)
             with clock("mux"):
                 mux(video, wav, out, mix=mix, gain_db=opts.gain_db, title=f"vssflow {task}", info=info)
@@ -439,11 +446,28 @@ def _script_segments(
     return segments
 
 
-def _speaking_spans(video: Path, info: MediaInfo, lip_spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def face_spans(lip: np.ndarray, fps: float = FEATURE_FPS, min_len_s: float = 0.3) -> list[tuple[float, float]]:
+    """Spans (start_s, end_s) where a face is on screen (lip feature 0 = present), gaps under 0.2 s bridged."""
+    import numpy as np
+
+    from vssflow_cli.text import merge_spans
+
+    present = np.asarray(lip)[:, 0] > 0.5 if len(lip) else np.zeros(0, bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
+    return merge_spans([(a / fps, b / fps) for a, b in zip(edges[::2], edges[1::2])], max_gap=0.2, min_len=min_len_s)
+
+
+def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(max(s, c), min(e, d)) for s, e in a for c, d in b if min(e, d) > max(s, c)]
+
+
+def _speaking_spans(
+    video: Path, info: MediaInfo, lip_spans: list[tuple[float, float]], faces: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     """Where untimed script text goes: lip motion, narrowed to voice activity when the video has sound.
 
-    Voice activity inside the lip-motion spans is the on-screen speaker talking; when the two never overlap
-    (a voice-over, or no visible motion), whichever is non-empty is used.
+    Voice activity inside the lip-motion spans is the on-screen speaker talking. When the two never overlap,
+    lip motion alone is used, else voice activity while a face is on screen; never a stretch without a face.
     """
     if not info.has_audio:
         return lip_spans
@@ -452,8 +476,8 @@ def _speaking_spans(video: Path, info: MediaInfo, lip_spans: list[tuple[float, f
     from vssflow_cli.vad import speech_spans
 
     voice = speech_spans(read_audio(video, 16000))
-    both = [(max(a, c), min(b, d)) for a, b in lip_spans for c, d in voice if min(b, d) > max(a, c)]
-    return merge_spans(both, max_gap=0.3) or lip_spans or voice
+    both = _intersect(lip_spans, voice)
+    return merge_spans(both, max_gap=0.3) or lip_spans or merge_spans(_intersect(voice, faces), min_len=0.3)
 
 
 def dub(
@@ -467,6 +491,7 @@ def dub(
     from vssflow_cli.output import check_output_path
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
     from vssflow_cli.lips import lip_motion_spans
+    from vssflow_cli.prior import SpanGate, speaking_rate_warnings
 
     t0 = time.perf_counter()
     progress = progress or _no_progress
@@ -478,11 +503,15 @@ def dub(
     pre = _Clock()
     segments = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
+    notes: list[str] = []
 
-    def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
+    def build(clock: _Clock, progress: Progress) -> dict[str, Any]:
         lip = lip_features(video, info, clock, progress)
         with clock("features"):
-            speaking = _speaking_spans(video, info, lip_motion_spans(lip, FEATURE_FPS))
+            faces = face_spans(lip)
+            speaking = _speaking_spans(video, info, lip_motion_spans(lip, FEATURE_FPS), faces)
+            if not speaking and any(seg.start is None for seg in segments):
+                speaking = faces  # a face that never visibly moves its mouth: speak while it is on screen
             placed = place_segments(segments, info.duration, speaking)
             if not placed:
                 raise InputError(
@@ -492,11 +521,41 @@ def dub(
             spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
             track = phoneme_track(spans, len(lip), FEATURE_FPS)
         placed_count.append(len(placed))
+        notes.extend(speaking_rate_warnings(placed))
+        conds: dict[str, Any] = {"phonemes": track.astype(np.int64), "lip": lip}
+        if synth.config.prior_dim:
+            with clock("teacher"):
+                conds["prior"] = _teacher_prior(synth, placed, lip, opts.lang)
+        # speech only inside the placed spans: the lips elsewhere must not make the model talk
+        conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
+        conds["_gate"] = SpanGate([(s, e) for s, e, _ in placed], synth.config.audio.sample_rate)
         video_feats, sync = visual_features(video, info, clock, progress)
-        return {"phonemes": track.astype(np.int64), "lip": lip, "video": video_feats, "sync": sync}
+        conds.update(video=video_feats, sync=sync)
+        return conds
 
     res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
-    return dataclasses.replace(res, segments=placed_count[0] if placed_count else None)
+    return dataclasses.replace(res, segments=placed_count[0] if placed_count else None, warnings=tuple(notes))
+
+
+def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s: float = 0.1) -> np.ndarray:
+    """(n,) float32: 1 on frames inside a placed span (widened by ``pad_s``), else 0."""
+    import numpy as np
+
+    mask = np.zeros(n, np.float32)
+    for s, e, _ in placed:
+        mask[max(0, int((s - pad_s) * fps)) : max(0, int(np.ceil((e + pad_s) * fps)))] = 1.0
+    return mask
+
+
+def _teacher_prior(synth: Any, placed: list[tuple[float, float, str]], lip: np.ndarray, lang: str) -> np.ndarray:
+    """The prior condition (n, prior_dim) of a dub: each segment read by the teacher and warped onto its span."""
+    from vssflow_cli.prior import dub_prior
+    from vssflow_cli.teacher import get_teacher
+
+    teacher = get_teacher()
+    readings = [teacher.speak(text, lang) for _, _, text in placed]
+    track, _ = dub_prior(placed, readings, lip, len(lip), synth.config.audio, FEATURE_FPS)
+    return synth.encode_logmel(track)
 
 
 def load_synthesizer(opts: JobOptions) -> Any:

@@ -190,3 +190,110 @@ def encode_prior(track: np.ndarray, codec: LatentCodec) -> np.ndarray:
 def teacher_logmel(wave: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     """Log-mel of a teacher reading at 16 kHz (the codec's own analysis)."""
     return log_mel(np.asarray(wave, np.float32), cfg)
+
+
+# --------------------------------------------------------------------------- the prior of a dub
+
+
+MAX_STRETCH = 1.5  # a reading is slowed at most this much to fill a long span; the rest stays silent
+MAX_WORDS_PER_S = 6.0  # faster than this cannot be spoken intelligibly: warn
+
+
+def speech_window(start: float, end: float, natural_s: float, lip: np.ndarray | None, fps: float) -> tuple[float, float]:
+    """Where in the span ``[start, end)`` (s) a reading of ``natural_s`` seconds goes.
+
+    The reading keeps the span when it roughly fills it. In a longer span it is slowed at most
+    :data:`MAX_STRETCH` times and starts where the mouth first opens inside the span (``lip`` features at ``fps``,
+    None = no face: at the span start), never running past the span's end.
+    """
+    span = end - start
+    want = min(span, natural_s * MAX_STRETCH)
+    if want >= span - 1e-6:
+        return start, end
+    s0 = start
+    if lip is not None and len(lip):
+        a, b = int(start * fps), min(len(lip), int(np.ceil(end * fps)))
+        seg = lip[a:b]
+        if len(seg):
+            ap = np.where(seg[:, 0] > 0.5, seg[:, 1], 0.0)
+            opened = np.flatnonzero(ap > max(0.15, 0.3 * float(ap.max(initial=0.0))))
+            if opened.size:
+                s0 = start + max(0.0, opened[0] / fps - 0.08)
+    s0 = min(s0, end - want)
+    return s0, s0 + want
+
+
+def dub_prior(
+    placed: list[tuple[float, float, str]],
+    readings: list[np.ndarray],
+    lip: np.ndarray | None,
+    n_frames: int,
+    cfg: AudioConfig,
+    fps: float,
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The prior log-mel of a dub and the spans where speech was put.
+
+    ``placed``: (start_s, end_s, text) segments; ``readings``: the teacher's 16 kHz reading of each; ``lip``:
+    (n, lip_dim) lip features at ``fps`` or None; ``n_frames``: latent frames of the clip. Returns the track
+    ((n_frames * mel_per_latent, n_mels) float32) and the (start_s, end_s) of each reading as placed.
+    """
+    k = cfg.mel_per_latent
+    n_mel = n_frames * k
+    pieces, where = [], []
+    for (start, end, _text), reading in zip(placed, readings):
+        if len(reading) < cfg.hop * 4:
+            continue
+        mel = teacher_logmel(reading, cfg)
+        s0, s1 = speech_window(start, end, len(reading) / cfg.sample_rate, lip, fps)
+        a, b = int(round(s0 * cfg.mel_fps)), int(round(s1 * cfg.mel_fps))
+        if b - a < 4:
+            continue
+        guide = None
+        if lip is not None and len(lip):
+            la, lb = int(round(s0 * fps)), int(round(s1 * fps))
+            seg = lip[la:lb]
+            if len(seg) >= 4 and float(np.mean(seg[:, 0] > 0.5)) > 0.8:
+                guide = seg[:, 1]
+        per_guide = int(round(cfg.mel_fps / fps))
+        if guide is not None:
+            warped = warp_to_guide(mel, guide, len(guide) * per_guide, per_guide)
+            warped = stretch(warped, b - a)
+        else:
+            warped = stretch(mel, b - a)
+        pieces.append((a, warped))
+        where.append((a / cfg.mel_fps, b / cfg.mel_fps))
+    return prior_track(n_mel, pieces, cfg.n_mels), where
+
+
+def speaking_rate_warnings(placed: list[tuple[float, float, str]]) -> list[str]:
+    """One line per segment whose words cannot fit its span (more than :data:`MAX_WORDS_PER_S` words/s)."""
+    out = []
+    for s, e, text in placed:
+        words = len(text.split())
+        rate = words / max(e - s, 1e-3)
+        if rate > MAX_WORDS_PER_S:
+            out.append(f"script line at {s:.1f}-{e:.1f} s has {words} words in {e - s:.1f} s ({rate:.1f} words/s, "
+                       f"more than {MAX_WORDS_PER_S:.0f}); it will sound rushed: shorten it or widen the cue")
+    return out
+
+
+class SpanGate:
+    """Multiplies a generated track by a mask that is 1 inside spans (widened by ``pad_s``) and 0 elsewhere,
+    with ``fade_s`` raised-cosine ramps, chunk by chunk: ``gate(samples, offset) -> samples``."""
+
+    def __init__(self, spans: list[tuple[float, float]], sr: int, pad_s: float = 0.1, fade_s: float = 0.05) -> None:
+        self.sr, self.fade = sr, max(1, int(fade_s * sr))
+        self.spans = [(max(0, int((s - pad_s) * sr)), int((e + pad_s) * sr)) for s, e in spans]
+
+    def __call__(self, samples: np.ndarray, offset: int) -> np.ndarray:
+        n = len(samples)
+        mask = np.zeros(n, np.float32)
+        pos = np.arange(offset, offset + n)
+        for a, b in self.spans:
+            if b <= offset or a >= offset + n:
+                continue
+            up = np.clip((pos - a) / self.fade, 0, 1)
+            down = np.clip((b - pos) / self.fade, 0, 1)
+            ramp = np.minimum(up, down)
+            mask = np.maximum(mask, (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32))
+        return samples * mask

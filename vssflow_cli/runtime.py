@@ -213,6 +213,7 @@ class Synthesizer:
         if self.device_note:
             log.info(self.device_note)
         self._decoder = None
+        self._encoder = None
         self._inputs = {i.name: i for i in self._dit.get_inputs()}
         self._check_graph_inputs()
         self._io_binding = (self.device_used == "cuda") if io_binding is None else bool(io_binding)
@@ -384,6 +385,21 @@ class Synthesizer:
         if self._decoder is None:
             self._decoder = get_session(self.manifest.path("decoder"), self.providers, self.threads, self.spin)
         return self._decoder
+
+    def encode_logmel(self, logmel: np.ndarray) -> np.ndarray:
+        """Log-mel (F, n_mels) -> latent (F // k, C) by the bundle's encoder.onnx (frames past a whole patch dropped).
+
+        Models with an acoustic prior ship the encoder; the prior condition is a teacher log-mel encoded here.
+        """
+        from vssflow_cli.bundle import ENCODER_ROLE
+
+        if self._encoder is None:
+            self._encoder = get_session(self.manifest.path(ENCODER_ROLE), self.providers, self.threads, self.spin)
+        k = self.config.audio.mel_per_latent
+        m = np.asarray(logmel, dtype=np.float32)
+        m = m[: len(m) // k * k][None]
+        (z,) = self._encoder.run(["latent"], {"logmel": np.ascontiguousarray(m)})
+        return np.asarray(z[0], dtype=np.float32)
 
     def logmel(self, latent: np.ndarray) -> np.ndarray:
         """Latent (B, T, C) -> log-mel (B, T * mel_per_latent, n_mels) float32 via decoder.onnx."""

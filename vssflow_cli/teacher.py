@@ -183,6 +183,12 @@ class KokoroTeacher:
         return resample_poly(wave, 2, 3).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def get_teacher() -> KokoroTeacher:
+    """The process's teacher (loaded once: the graph takes ~1 s to load)."""
+    return KokoroTeacher()
+
+
 def trim_silence(wave: np.ndarray, sr: int, rel_db: float = -40.0, pad_s: float = 0.02) -> np.ndarray:
     """``wave`` without the 10 ms frames quieter than ``rel_db`` below the loudest at either end (``pad_s`` kept)."""
     import numpy as np

@@ -46,6 +46,7 @@ class HeldoutClip:
     conds: dict[str, np.ndarray]  # condition name -> (n, ...) features at latent fps (absent = zeros)
     onsets: np.ndarray  # (K,) seconds of rendered visual events (sound clips)
     aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
+    voiced: tuple[float, float] = (0.0, 0.0)  # speech span (s) inside the clip: the "cue" a dub would get
 
     @property
     def frames(self) -> int:
@@ -53,11 +54,13 @@ class HeldoutClip:
 
 
 def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) -> list[HeldoutClip]:
-    """Held-out clips that fit one window, speech first then sound, ``limit`` of each kind at most."""
+    """Held-out clips that fit one window: speech, sound, then still pictures (kind "static"), ``limit`` of each."""
     from vssflow_cli.train.dataset import iter_split
 
-    out: dict[str, list[HeldoutClip]] = {"speech": [], "sound": []}
+    out: dict[str, list[HeldoutClip]] = {"speech": [], "sound": [], "static": []}
     for row, t in iter_split(corpus, "test", config.window_frames):
+        if str(row.get("category", "")).startswith("silence/"):
+            row = {**row, "kind": "static"}
         if row["kind"] not in out or (limit and len(out[row["kind"]]) >= limit):
             continue
         n = len(t["phonemes"])
@@ -69,9 +72,61 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
             HeldoutClip(
                 row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
                 {k: t[k] for k in condition_names(config) if k in t}, onsets, aperture,
+                tuple(info.get("voiced", (0.0, 0.0))),
             )
         )
-    return out["speech"] + out["sound"]
+    return out["speech"] + out["sound"] + out["static"]
+
+
+def add_priors(clips: list[HeldoutClip], synth, teacher) -> None:
+    """Give each clip the prior ``vssflow dub`` would build: the teacher's reading of the transcript warped onto
+    the voiced span by the rendered lips (never the true timing), the latent of silence for sound and stills."""
+    from vssflow_cli.prior import dub_prior
+
+    cfg = synth.config
+    for c in clips:
+        placed = [(c.voiced[0], c.voiced[1], c.text)] if c.kind == "speech" and c.text else []
+        readings = [teacher.speak(c.text, _espeak_lang(c.lang))] if placed else []
+        track, _ = dub_prior(placed, readings, c.conds.get("lip"), c.frames, cfg.audio, cfg.latent_fps)
+        c.conds["prior"] = synth.encode_logmel(track)[: c.frames]
+
+
+def _espeak_lang(lang: str) -> str:
+    return {"en": "en-us", "fr": "fr-fr", "es": "es-419"}.get(lang, lang or "en-us")
+
+
+def judge_speech(clips: list[HeldoutClip], waves: list[np.ndarray], judge) -> dict:
+    """Whisper's word and character error rates over the English speech clips (errors / reference length,
+    summed over clips, so short prompts do not dominate), its mean log-probability, and the transcripts."""
+    from vssflow_cli.speech_judge import edit_distance, normalize_text
+
+    we = wn = ce = cn = 0
+    logp, heard = [], []
+    for c, w in zip(clips, waves):
+        if c.kind != "speech" or not c.lang.startswith("en") or not c.text:
+            continue
+        h = judge.transcribe(np.asarray(w, np.float32), "en")
+        ref, hyp = normalize_text(c.text), normalize_text(h.transcript)
+        we += edit_distance(ref.split(), hyp.split())
+        wn += len(ref.split())
+        ce += edit_distance(list(ref.replace(" ", "")), list(hyp.replace(" ", "")))
+        cn += len(ref.replace(" ", ""))
+        logp.append(h.avg_logprob if np.isfinite(h.avg_logprob) else -5.0)
+        heard.append({"id": c.clip_id, "ref": c.text, "heard": h.transcript})
+    if not wn:
+        return {}
+    return {"whisper_wer": round(we / wn, 4), "whisper_cer": round(ce / cn, 4),
+            "whisper_logprob": round(float(np.mean(logp)), 3), "transcripts": heard}
+
+
+def static_level(clips: list[HeldoutClip], waves: list[np.ndarray]) -> dict:
+    """RMS level (dBFS) of what was generated for still pictures: silence should come out (target <= -60)."""
+    levels = [20 * np.log10(np.sqrt(np.mean(np.square(w, dtype=np.float64))) + 1e-10)
+              for c, w in zip(clips, waves) if c.kind == "static"]
+    if not levels:
+        return {}
+    return {"static_rms_dbfs_mean": round(float(np.mean(levels)), 2),
+            "static_rms_dbfs_max": round(float(np.max(levels)), 2), "n_static": len(levels)}
 
 
 def normalise_words(text: str) -> list[str]:
@@ -170,7 +225,7 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
                 words += len(ref)
                 if search is not None and " ".join(ref) in candidates:
                     ids.append(asr(wave, search) == " ".join(ref))
-        else:
+        elif clip.kind == "sound":
             f1s.append(onset_f1(detect_onsets(wave, sr), clip.onsets))
     return {
         "wer": round(errs / words, 4) if words else None,
@@ -218,26 +273,76 @@ def untrained_bundle(manifest, out_dir: Path) -> Path:
                          note="untrained control", include_checkpoint=False)
 
 
+def teacher_rows(clips: list[HeldoutClip], synth, teacher) -> dict[str, list[np.ndarray]]:
+    """Reference TTS rows, each wave placed in its clip like the real speech: ``espeak`` (espeak-ng at its own
+    pace from the voiced start), ``teacher`` (the teacher's own reading from the voiced start) and
+    ``teacher_warped`` (the prior alone, decoded without the DiT: what the teacher warped to the lips sounds like)."""
+    from vssflow_cli.audio import vocode
+    from vssflow_cli.text import espeak_speech
+
+    cfg = synth.config
+    sr, spl, k = cfg.audio.sample_rate, cfg.audio.samples_per_latent, cfg.audio.mel_per_latent
+    rows: dict[str, list[np.ndarray]] = {"espeak": [], "teacher": [], "teacher_warped": []}
+    for c in clips:
+        n = c.frames * spl
+        for name in ("espeak", "teacher"):
+            w = np.zeros(n, np.float32)
+            if c.kind == "speech" and c.text:
+                lang = _espeak_lang(c.lang)
+                say = espeak_speech(c.text, lang) if name == "espeak" else teacher.speak(c.text, lang)
+                a = int(c.voiced[0] * sr)
+                w[a : a + len(say)] = say[: max(0, n - a)]
+            rows[name].append(w)
+        prior = c.conds.get("prior")
+        mel = synth.logmel(prior[None])[0] if prior is not None else np.full((c.frames * k, cfg.audio.n_mels), -11.5)
+        rows["teacher_warped"].append(vocode(mel, cfg.audio)[:n].astype(np.float32))
+    return rows
+
+
 def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: int | None = None,
              cfg: float | None = None, seed: int = 0, device: str = "auto", precision: str = "auto",
-             controls: bool = True, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Run the metrics for the model, the real recordings and (optionally) the two controls."""
+             controls: bool = True, log: Callable[[str], None] = lambda s: None, judge: bool = True) -> dict:
+    """Run the metrics for the model, the real recordings, the TTS rows and (optionally) the two controls.
+
+    Every row carries the pocketsphinx keys of :func:`score` and, with ``judge``, Whisper's (``whisper_wer``,
+    ``whisper_cer``, ``whisper_logprob``) and the still-picture level (``static_rms_dbfs_*``).
+    """
     from vssflow_cli.runtime import Synthesizer
 
     synth = Synthesizer.from_spec(model, device=device, precision=precision)
     clips = load_heldout(Path(corpus), synth.config, limit)
     if not clips:
         raise FileNotFoundError(f"no held-out clips in {corpus}: build the corpus with `vssflow data build`")
+    teacher = None
+    if synth.config.prior_dim:
+        from vssflow_cli.teacher import get_teacher
+
+        teacher = get_teacher()
+        add_priors(clips, synth, teacher)
     asr = Recogniser()
+    whisper = None
+    if judge:
+        from vssflow_cli.speech_judge import WhisperJudge
+
+        whisper = WhisperJudge()
     log(f"{len(clips)} held-out clips")
+
+    def row(name: str, waves: list[np.ndarray]) -> dict:
+        r = score(clips, waves, synth.config, asr) | static_level(clips, waves)
+        if whisper is not None:
+            r |= judge_speech(clips, waves, whisper)
+        log(f"{name} {({k: v for k, v in r.items() if k != 'transcripts'})}")
+        return r
+
     result = {"model_name": synth.manifest.name, "precision": synth.precision, "n_clips": len(clips), "steps": steps,
               "cfg": cfg}
-    result["reference"] = score(clips, [c.wave for c in clips], synth.config, asr)
-    log(f"reference {result['reference']}")
-    result["model"] = score(
-        clips, generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed), synth.config, asr
+    result["reference"] = row("reference", [c.wave for c in clips])
+    if teacher is not None:
+        for name, waves in teacher_rows(clips, synth, teacher).items():
+            result[name] = row(name, waves)
+    result["model"] = row(
+        "model", generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
     )
-    log(f"model {result['model']}")
     if controls:
         by_kind: dict[str, list[int]] = {}
         for i, c in enumerate(clips):
@@ -247,11 +352,9 @@ def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: 
             for j, i in enumerate(members):
                 other[i] = members[(j + len(members) // 2 + 1) % len(members)] if len(members) > 1 else i
         shuffled = generate(synth, clips, lambda i: clips[other[i]].conds, steps=steps, cfg=cfg, seed=seed)
-        result["controls"] = {"shuffled_conditions": score(clips, shuffled, synth.config, asr)}
-        log(f"shuffled {result['controls']['shuffled_conditions']}")
+        result["controls"] = {"shuffled_conditions": row("shuffled", shuffled)}
         with tempfile.TemporaryDirectory() as tmp:
             ctrl = Synthesizer(untrained_bundle(synth.manifest, Path(tmp)), device=device, precision=precision)
             waves = generate(ctrl, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
-            result["controls"]["untrained"] = score(clips, waves, synth.config, asr)
-        log(f"untrained {result['controls']['untrained']}")
+            result["controls"]["untrained"] = row("untrained", waves)
     return result

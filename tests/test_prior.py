@@ -1,0 +1,144 @@
+"""The acoustic prior of dubbing: DTW, warps, the dub prior track, the speech gate and the TTS teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vssflow_cli.audio import log_mel
+from vssflow_cli.config import AudioConfig
+from vssflow_cli.prior import (
+    SILENCE_LOGMEL,
+    SpanGate,
+    align_to_speech,
+    dtw_path,
+    dub_prior,
+    speaking_rate_warnings,
+    speech_window,
+    warp_to_guide,
+)
+
+
+def _naive_dtw_cost(a: np.ndarray, b: np.ndarray) -> float:
+    c = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    d = np.full((len(a) + 1, len(b) + 1), np.inf)
+    d[0, 0] = 0
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i, j] = c[i - 1, j - 1] + min(d[i - 1, j - 1], d[i - 1, j], d[i, j - 1])
+    return float(d[-1, -1])
+
+
+@pytest.mark.parametrize("n,m", [(12, 19), (25, 25), (30, 11)])
+def test_dtw_path_is_optimal_and_monotonic(n: int, m: int) -> None:
+    rng = np.random.default_rng(n * m)
+    a, b = rng.normal(size=(n, 3)), rng.normal(size=(m, 3))
+    path = dtw_path(a, b, band=10.0)  # band wider than the matrix: the unconstrained optimum
+    assert tuple(path[0]) == (0, 0) and tuple(path[-1]) == (n - 1, m - 1)
+    steps = np.diff(path, axis=0)
+    assert ((steps >= 0) & (steps <= 1)).all() and (steps.sum(1) >= 1).all()
+    cost = np.sqrt(((a[path[:, 0]] - b[path[:, 1]]) ** 2).sum(-1)).sum()
+    assert cost == pytest.approx(_naive_dtw_cost(a, b), rel=1e-9)
+
+
+def test_dtw_recovers_a_known_time_warp() -> None:
+    # b is a with its first half slowed 2x: the path must map b's frames back to where they came from
+    t = np.linspace(0, 6 * np.pi, 80)
+    a = np.stack([np.sin(t), np.cos(1.7 * t)], 1)
+    src = np.concatenate([np.repeat(np.arange(40), 2), np.arange(40, 80)])  # b[j] = a[src[j]]
+    b = a[src]
+    path = dtw_path(a, b)
+    mapped = np.zeros(len(b))
+    np.maximum.at(mapped, path[:, 1], path[:, 0])
+    assert np.abs(mapped - src).max() <= 1
+
+
+def test_align_to_speech_follows_the_target_timing() -> None:
+    cfg = AudioConfig()
+    sr = cfg.sample_rate
+    rng = np.random.default_rng(0)
+
+    def tones(durations: list[float]) -> np.ndarray:  # distinct "syllables": tones of changing pitch
+        parts = [np.sin(2 * np.pi * f * np.arange(int(d * sr)) / sr) * 0.3 for f, d in zip((300, 900, 500, 1500),
+                                                                                              durations)]
+        return np.concatenate(parts).astype(np.float32) + rng.normal(0, 1e-3, sum(len(p) for p in parts))
+
+    fast, slow = tones([0.2, 0.2, 0.2, 0.2]), tones([0.5, 0.15, 0.35, 0.3])
+    mf, ms = log_mel(fast, cfg), log_mel(slow, cfg)
+    warped = align_to_speech(mf, ms)
+    assert warped.shape == ms.shape
+    naive = np.stack([mf[int(i)] for i in np.linspace(0, len(mf) - 1, len(ms))])
+    err_dtw, err_naive = np.abs(warped - ms).mean(), np.abs(naive - ms).mean()
+    assert err_dtw < 0.6 * err_naive
+
+
+def test_warp_to_guide_puts_loud_frames_on_mouth_openings() -> None:
+    cfg = AudioConfig()
+    # a teacher reading: three evenly spaced syllables; the mouth opens unevenly over the span
+    mel = np.full((100, cfg.n_mels), SILENCE_LOGMEL, np.float32)
+    mel[0:20] = mel[40:60] = mel[80:100] = 0.0
+    guide = np.zeros(40)
+    guide[0:6] = guide[13:21] = guide[32:40] = 1.0
+    def mismatch(track: np.ndarray) -> float:  # share of guide frames where loudness and mouth disagree
+        loud = (track.mean(1) > SILENCE_LOGMEL / 2).reshape(40, 4).mean(1)
+        return float(np.abs(loud - guide).mean())
+
+    warped = warp_to_guide(mel, guide, 160, 4)
+    flat = warp_to_guide(mel, np.zeros(40), 160, 4)  # no mouth motion: a plain stretch
+    assert warped.shape == flat.shape == (160, cfg.n_mels)
+    assert mismatch(warped) < 0.1 < mismatch(flat)
+
+
+def test_speech_window_keeps_readings_natural_in_long_spans() -> None:
+    assert speech_window(1.0, 3.0, 1.8, None, 25) == (1.0, 3.0)
+    s, e = speech_window(0.0, 10.0, 2.0, None, 25)
+    assert (s, e) == (0.0, pytest.approx(3.0))
+    lip = np.zeros((250, 8), np.float32)
+    lip[:, 0] = 1.0
+    lip[100:150, 1] = 1.0  # the mouth opens at 4 s
+    s, e = speech_window(0.0, 10.0, 2.0, lip, 25)
+    assert 3.8 < s < 4.05 and e == pytest.approx(s + 3.0)
+
+
+def test_dub_prior_is_silent_outside_the_segments() -> None:
+    cfg = AudioConfig()
+    reading = (np.sin(2 * np.pi * 220 * np.arange(16000) / 16000) * 0.3).astype(np.float32)
+    track, where = dub_prior([(1.0, 2.0, "hello"), (3.0, 3.5, "x")], [reading, reading], None, 125, cfg, 25)
+    assert track.shape == (500, cfg.n_mels)
+    assert where == [(1.0, 2.0), (3.0, 3.5)]
+    loud = track.max(1) > SILENCE_LOGMEL + 1
+    assert loud[100:200].mean() > 0.9 and loud[300:350].mean() > 0.9
+    assert not loud[:100].any() and not loud[200:300].any() and not loud[350:].any()
+
+
+def test_speaking_rate_warning_names_the_span_and_rate() -> None:
+    assert speaking_rate_warnings([(0.0, 2.0, "one two three four five")]) == []
+    (msg,) = speaking_rate_warnings([(1.0, 2.0, "one two three four five six seven eight")])
+    assert "1.0-2.0 s" in msg and "8.0 words/s" in msg
+
+
+def test_span_gate_zeroes_outside_spans_chunk_by_chunk() -> None:
+    sr = 1000
+    gate = SpanGate([(1.0, 2.0)], sr, pad_s=0.1, fade_s=0.05)
+    x = np.ones(3000, np.float32)
+    whole = gate(x, 0)
+    pieces = np.concatenate([gate(x[i : i + 700], i) for i in range(0, 3000, 700)])
+    np.testing.assert_allclose(whole, pieces)
+    assert whole[:850].max() == 0 and whole[2150:].max() == 0
+    assert whole[1000:2000].min() == 1.0
+
+
+def test_teacher_reads_text_and_rebuilds_a_damaged_cache(tmp_path, monkeypatch) -> None:
+    from vssflow_cli import teacher as T
+
+    if not T.available():
+        pytest.skip("the tts extra (kokoro packages) is not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = T.kokoro_model_path()
+    assert T._sha256_file(path) == T.KOKORO_SHA256
+    path.write_bytes(b"not a model")  # damaged: verified again (size changed), rebuilt from the parts
+    path = T.kokoro_model_path()
+    assert T._sha256_file(path) == T.KOKORO_SHA256
+    wave = T.KokoroTeacher(threads=1).speak("Hello there.", "en-us")
+    assert 0.4 < len(wave) / 16000 < 3.0
+    assert 0.02 < float(np.sqrt(np.mean(wave**2))) < 0.5
