@@ -415,9 +415,8 @@ def evaluate(
     as_json: Json = False,
 ) -> int:
     """Metrics on the held-out split: WER, onset F1, lip-envelope correlation, with controls."""
-    from vssflow_cli.train.evaluate import evaluate as run_eval
-
     from vssflow_cli.console import stderr_console
+    from vssflow_cli.train.evaluate import evaluate as run_eval
 
     console = stderr_console()
     res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value, precision=precision.value,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from vssflow_cli.audio import LatentCodec
 from vssflow_cli.config import PRESETS, ModelConfig
 from vssflow_cli.model.checkpoint import save_checkpoint
 from vssflow_cli.train.dataset import WindowSampler, fit_codec, load_clips
@@ -81,14 +82,13 @@ def build_config(name: str, overrides: list[str]) -> ModelConfig:
 
 def init_from_checkpoint(
     path: Path,
-) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec", dict[str, str]]:
+) -> tuple[ModelConfig, dict[str, torch.Tensor], LatentCodec, dict[str, str]]:
     """(config, model state dict, codec, metadata to carry) of a trainer checkpoint (``ema.safetensors``).
 
     The metadata records where the run started: ``init_from`` (sha256 of the file) and ``init_step`` (the steps
     behind it, its own ``init_step`` included), so a chain of runs keeps its total.
     """
     from vssflow_cli.bundle import file_sha256
-    from vssflow_cli.audio import LatentCodec
     from vssflow_cli.model.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
@@ -171,7 +171,8 @@ def fit(args: FitOptions) -> int:
         init_path.write_text(json.dumps(init_meta))
         print(f"starting from the weights and codec of {args.init}", file=sys.stderr)
     else:
-        config, step, model_sd, ema_sd, codec, opt_state = build_config(args.config, args.set), 0, None, None, None, None
+        config, step = build_config(args.config, list(args.set)), 0
+        model_sd, ema_sd, codec, opt_state = None, None, None, None
     clips = load_clips(args.corpus, "train", config.window_frames, args.limit_clips)
     if not clips:
         print(f"no training clips in {args.corpus}: build the corpus with `vssflow data build`", file=sys.stderr)
