@@ -104,7 +104,7 @@ def write_face_clip(path: Path, seconds: float, *, audio: bool = True, size: int
     """A talking-face video: scikit-image's astronaut photo animated with an opening mouth."""
     from skimage import data
 
-    from vssflow_cli.lips import render_talking_face
+    from vssflow_cli.train.render import render_talking_face
 
     n = int(round(seconds * 25))
     t = np.arange(n) / 25

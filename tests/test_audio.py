@@ -17,7 +17,7 @@ CFG = AudioConfig()
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """Real speech from espeak-ng (the library espeakng-loader ships), 16 kHz."""
-    from vssflow_cli.text import espeak_speech
+    from synth_speech import espeak_speech
 
     wave = espeak_speech("The quick brown fox jumps over the lazy dog.", "en-us", sample_rate=16000)
     n = len(wave) // CFG.samples_per_latent * CFG.samples_per_latent

@@ -218,3 +218,15 @@ def test_precision_option(cli, tmp_path: Path, clip4_silent: Path, test_bundle: 
     # `vssflow bench` itself is exercised by tests/test_bench.py; here only its option checking
     r = cli("bench", "--seconds", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_train_and_data_build_take_typed_options(cli, tmp_path: Path) -> None:
+    """`vssflow train` / `data build` call the typed functions: their checks and exit codes come through."""
+    r = cli("train", "--corpus", tmp_path / "corpus", "--out", tmp_path / "run", "--config", "huge")
+    assert r.returncode == 2 and "unknown preset" in r.stderr and "tiny" in r.stderr
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "index.jsonl").write_text("")
+    r = cli("train", "--corpus", tmp_path / "corpus", "--out", tmp_path / "run", "--set", "depth=1", "--steps", "1")
+    assert r.returncode == 3 and "no training clips" in r.stderr, r.stderr
+    r = cli("data", "build", tmp_path / "c2", "--langs", "en,xx")
+    assert r.returncode == 2 and "unknown language(s) ['xx']" in r.stderr

@@ -157,7 +157,7 @@ def _rec(path: Path, kind: str, source_file: str, **kw) -> Recording:
 
 
 def test_pipeline_writes_aligned_clips_heldout_files_and_skips_finished(tmp_path):
-    from vssflow_cli.text import espeak_speech
+    from synth_speech import espeak_speech
 
     src = tmp_path / "src"
     src.mkdir()

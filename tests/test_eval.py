@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TEST_CONFIG
 from test_train import _write_corpus
 
-from conftest import TEST_CONFIG
 from vssflow_cli.train.evaluate import envelope_corr, evaluate, normalise_words, onset_f1, word_errors
 
 
@@ -37,8 +37,8 @@ def test_envelope_correlation_follows_the_aperture() -> None:
 
 
 def test_evaluate_end_to_end_with_controls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vssflow_cli.train.untrained import random_bundle
     from vssflow_cli.train import sweep
+    from vssflow_cli.train.untrained import random_bundle
 
     corpus = _write_corpus(tmp_path / "corpus", n_speech=2, n_sound=2)
     rows = [json.loads(line) for line in (corpus / "index.jsonl").read_text().splitlines()]
@@ -64,8 +64,9 @@ def test_evaluate_end_to_end_with_controls(tmp_path: Path, capsys: pytest.Captur
 
 def test_closed_set_identification_on_real_synthesised_speech() -> None:
     """pocketsphinx restricted to a set of transcripts picks the spoken one (espeak-ng speech, 16 kHz)."""
+    from synth_speech import espeak_speech
+
     from vssflow_cli.train.evaluate import Recogniser
-    from vssflow_cli.text import espeak_speech
 
     sentences = ["please enter your password", "thank you for calling", "goodbye", "you have no new messages",
                  "the line is busy"]

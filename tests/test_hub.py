@@ -18,8 +18,8 @@ from test_bundle import make_simple_bundle  # tests/ is on sys.path under pytest
 
 from vssflow_cli import hub, models
 from vssflow_cli.bundle import load_manifest
-from vssflow_cli.models import resolve_model
 from vssflow_cli.errors import ModelError
+from vssflow_cli.models import resolve_model
 from vssflow_cli.runtime import get_session
 
 REPO = "someone/vssflow-test"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from vssflow_cli import sampler
-from vssflow_cli.train.untrained import random_bundle
 from vssflow_cli.config import ModelConfig
 from vssflow_cli.errors import ModelError, UsageError
 from vssflow_cli.runtime import Synthesizer, get_session, physical_cores, providers_for
+from vssflow_cli.train.untrained import random_bundle
 
 CFG = ModelConfig(name="small", latent_channels=16, window_frames=24, width=64, depth=2, heads=2,
                   ffn_hidden=128, cross_dim=32, video_dim=12, lip_dim=4, sync_dim=6, phoneme_vocab=40,
@@ -107,7 +107,7 @@ def test_absent_conditions_are_zeros(synth: Synthesizer) -> None:
 def test_condition_validation(synth: Synthesizer) -> None:
     bad = conditions()
     bad["lip"] = bad["lip"][..., :3]
-    with pytest.raises(ModelError, match=r"condition 'lip' has shape \(1, 24, 3\).*expects \(1, 24, 4\).*vssflow-lip-v1"):
+    with pytest.raises(ModelError, match=r"'lip' has shape \(1, 24, 3\).*expects \(1, 24, 4\).*vssflow-lip-v1"):
         synth.sample(bad, T, steps=1)
     with pytest.raises(ModelError, match="unknown mouth"):
         synth.sample({"mouth": np.zeros((1, T))}, T, steps=1)
@@ -279,7 +279,7 @@ def test_bundle_with_other_feature_extractors_is_refused(tmp_path: Path, small_b
 
     features = dict(load_manifest(small_bundle).features) | {"lip": "vssflow-lip-v0"}
     bad = _rewritten(tmp_path, small_bundle, features=features)
-    with pytest.raises(ModelError, match=r"changed: feature extractors lip=vssflow-lip-v0 differ .* lip=vssflow-lip-v1"):
+    with pytest.raises(ModelError, match=r"changed: feature extractors lip=vssflow-lip-v0 differ .*lip=vssflow-lip-v1"):
         Synthesizer(bad, device="cpu", threads=1)
     assert Synthesizer(_rewritten(tmp_path / "same", small_bundle), device="cpu", threads=1).config == CFG
 
@@ -300,3 +300,20 @@ def test_condition_contract_matches_graph_and_model(small_bundle: Path, synth: S
     x = np.zeros((2, T, CFG.latent_channels), np.float32)
     with torch.inference_mode():  # the forward's keywords are the contract's names
         model(torch.from_numpy(x), torch.zeros(2), **{k: torch.from_numpy(v) for k, v in conds.items()})
+
+
+def test_embedded_bundle_runs_without_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel leaves out the training checkpoint: inference and bench's torch row must not need it."""
+    import shutil
+
+    from vssflow_cli.bench import torch_step_fn
+    from vssflow_cli.models import default_model_dir
+
+    src = default_model_dir()
+    dst = tmp_path / "vssflow-tiny"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
+    monkeypatch.setenv("VSSFLOW_WEIGHTS", str(tmp_path))
+    synth = Synthesizer.from_spec(None, device="cpu", threads=1)  # verifies every file the manifest requires
+    assert synth.manifest.root == dst.resolve() and not synth.manifest.has("checkpoint")
+    fn, note = torch_step_fn(synth.manifest, 8)
+    assert fn is None and "no checkpoint" in note

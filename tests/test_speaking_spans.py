@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from conftest import ffmpeg
+from synth_speech import espeak_speech
+
 from vssflow_cli.media import probe
 from vssflow_cli.pipeline import _speaking_spans
-from vssflow_cli.text import espeak_speech
 
 
 def _clip_with_speech_at(tmp_path: Path, start: float, seconds: float = 5.0) -> tuple[Path, float]:

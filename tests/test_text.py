@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synth_speech import espeak_speech
 
 from vssflow_cli.errors import InputError, UsageError
 from vssflow_cli.text import (
@@ -16,7 +17,6 @@ from vssflow_cli.text import (
     UNK_ID,
     WORD_BOUNDARY,
     Segment,
-    espeak_speech,
     merge_spans,
     parse_script,
     phoneme_ids,

@@ -149,7 +149,8 @@ def test_speech_weights_draw_english_more_often(corpus: Path) -> None:
     tagged = corpus.parent / "tagged"
     (tagged / "clips").mkdir(parents=True, exist_ok=True)
     for r in rows:
-        (tagged / "clips" / f"{r['id']}.safetensors").write_bytes((corpus / "clips" / f"{r['id']}.safetensors").read_bytes())
+        name = f"{r['id']}.safetensors"
+        (tagged / "clips" / name).write_bytes((corpus / "clips" / name).read_bytes())
     (tagged / "index.jsonl").write_text("".join(json.dumps({**r, "lang": langs.get(r["id"])}) + "\n" for r in rows))
     clips = load_clips(tagged, "train", CFG.window_frames)
     assert [c.lang for c in clips if c.kind == "speech"] == ["en", "fr", "fr"]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synth_speech import espeak_speech
 
 from vssflow_cli import transcribe as tr
 from vssflow_cli.errors import InputError, ModelError, OutputError, UsageError
-from vssflow_cli.text import Segment, espeak_speech, parse_script
+from vssflow_cli.text import Segment, parse_script
 
 pytest.importorskip("faster_whisper")
 pytest.importorskip("ctranslate2")
@@ -118,7 +119,10 @@ def cond_tiny_whisper(tmp_path_factory) -> Path:
 def speech() -> np.ndarray:
     rng = np.random.default_rng(0)
     voice = espeak_speech("Good morning. The weather is lovely today, let us go for a walk.", "en-us")
-    pad = lambda s: (0.003 * rng.standard_normal(int(s * 16000))).astype(np.float32)
+
+    def pad(s: float) -> np.ndarray:
+        return (0.003 * rng.standard_normal(int(s * 16000))).astype(np.float32)
+
     return np.concatenate([pad(1.0), voice, pad(1.5)])
 
 

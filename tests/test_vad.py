@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from synth_speech import espeak_speech
 
-from vssflow_cli.text import espeak_speech
 from vssflow_cli.vad import SAMPLE_RATE, speech_probs, speech_spans
 
 

@@ -157,7 +157,7 @@ def _translation_path(n: int, image_hw, out_hw) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def talking(astronaut, astronaut_landmarks):
-    from vssflow_cli.lips import render_talking_face
+    from vssflow_cli.train.render import render_talking_face
 
     ap = _apertures(N_TALK)
     mats = _translation_path(N_TALK, astronaut.shape[:2], OUT_HW)
@@ -187,7 +187,7 @@ def test_render_talking_face_output(talking, astronaut, astronaut_landmarks):
     assert np.corrcoef(dark, ap)[0, 1] > 0.9
     assert dark[ap < 0.1].mean() < 15 and dark[ap > 0.9].mean() > 50
     with pytest.raises(InputError, match="no face"):
-        from vssflow_cli.lips import render_talking_face
+        from vssflow_cli.train.render import render_talking_face
 
         render_talking_face(skimage_data.coffee(), ap[:2], np.random.default_rng(0))
 
@@ -235,7 +235,8 @@ def test_chunking_does_not_change_the_track(talking, tracked):
 
 
 def test_lip_motion_spans_find_the_speech(astronaut, astronaut_landmarks):
-    from vssflow_cli.lips import LipTracker, lip_motion_spans, render_talking_face
+    from vssflow_cli.lips import LipTracker, lip_motion_spans
+    from vssflow_cli.train.render import render_talking_face
 
     n = 100  # closed 1 s, talking 2 s (frames 25..75), closed 1 s
     ap = np.zeros(n)

@@ -162,7 +162,7 @@ class LatentCodec:
         }
 
     @classmethod
-    def from_tensors(cls, d: dict[str, np.ndarray], mel_per_latent: int = 4) -> "LatentCodec":
+    def from_tensors(cls, d: dict[str, np.ndarray], mel_per_latent: int = 4) -> LatentCodec:
         return cls(
             mean=np.asarray(d["codec.mean"], dtype=np.float32),
             components=np.asarray(d["codec.components"], dtype=np.float32),
@@ -171,7 +171,7 @@ class LatentCodec:
         )
 
     @classmethod
-    def fit(cls, logmels: list[np.ndarray], channels: int, mel_per_latent: int = 4) -> "LatentCodec":
+    def fit(cls, logmels: list[np.ndarray], channels: int, mel_per_latent: int = 4) -> LatentCodec:
         """Principal components of all patches of the given log-mels (each (F_i, n_mels))."""
         k = mel_per_latent
         patches = np.concatenate(

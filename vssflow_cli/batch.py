@@ -1,7 +1,9 @@
 """Running one job over many inputs: input lists, shards, output names, a summary and a report.
 
-A failed input is recorded and the batch goes on; a model or usage error stops it (it would fail
-every input the same way). Nothing here imports numpy or the model.
+:func:`plan` turns a :class:`Request` (what ``vssflow foley`` / ``dub`` were given) into a
+:class:`BatchReport` of pending items; :func:`run_task` runs them with one model, loaded lazily by
+the first job. A failed input is recorded and the batch goes on; a model or usage error stops it
+(it would fail every input the same way). Nothing here imports numpy or the model at import time.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vssflow_cli.errors import (
     EXIT_FAILED_INPUTS,
@@ -24,6 +27,9 @@ from vssflow_cli.errors import (
     UsageError,
     VssflowError,
 )
+
+if TYPE_CHECKING:
+    from vssflow_cli.pipeline import JobOptions, Progress, Result
 
 FATAL = (ModelError, UsageError)  # the same for every input: stop the batch
 REPORT_FORMAT = "vssflow-report-1"
@@ -101,6 +107,13 @@ class Item:
     exit_code: int = EXIT_OK
     seconds: float = 0.0
     result: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """One JSON line: the job's result fields plus the item's status, paths, error and timing."""
+        d: dict[str, Any] = dict(self.result or {})
+        d.update(status=self.status, input=self.input, output=self.output, error=self.error,
+                 exit_code=self.exit_code, seconds=self.seconds)  # fmt: skip
+        return json.dumps(d, ensure_ascii=False)
 
 
 @dataclass
@@ -200,3 +213,99 @@ def run_batch(
         if on_done is not None:
             on_done(it)
     return report
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a foley/dub command line asks for (before inputs and outputs are resolved)."""
+
+    task: str  # "foley" | "dub"
+    videos: tuple[str, ...] = ()
+    from_list: Path | None = None
+    output: Path | None = None
+    out_dir: Path | None = None
+    wav: bool = False
+    shard: str | None = None
+    report: Path | None = None
+    skip_existing: bool = False
+
+
+def plan_outputs(
+    task: str, videos: Sequence[str], output: Path | None, out_dir: Path | None, wav: bool
+) -> tuple[list[str], bool]:
+    """Output path per input (validated suffixes) and whether only audio is written."""
+    if output is not None and out_dir is not None:
+        raise UsageError("-o and --out-dir exclude each other; use -o for one input, --out-dir for several")
+    if output is not None:
+        if len(videos) != 1:
+            raise UsageError(f"-o names one output but {len(videos)} inputs were given; use --out-dir DIR")
+        suffix = output.suffix.lower()
+        wav = wav or suffix == ".wav"
+        if wav and suffix != ".wav":
+            raise UsageError(f"--wav writes a .wav file, not {output.name}; name the output *.wav")
+        if not wav and suffix not in VIDEO_EXTS:
+            raise UsageError(f"-o {output}: unsupported extension; use one of {' '.join(VIDEO_EXTS)} or .wav")
+        return [str(output)], wav
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"--out-dir {out_dir}: cannot create it ({e.strerror}); choose another folder") from e
+    return [str(default_output(v, task, out_dir=out_dir, wav=wav)) for v in videos], wav
+
+
+def plan(req: Request) -> tuple[BatchReport, bool]:
+    """Inputs (arguments + list file, deduplicated, sharded) -> a report of pending items, and wav-only."""
+    inputs = list(req.videos)
+    if req.from_list is not None:
+        inputs += read_list(req.from_list)
+    if not inputs:
+        raise UsageError(f"no input videos; pass VIDEO... or --from-list FILE (see `vssflow {req.task} --help`)")
+    inputs = select_shard(dedupe(inputs), parse_shard(req.shard) if req.shard else None)
+    if req.report is not None and not req.report.parent.is_dir():
+        raise OutputError(f"--report {req.report}: folder {req.report.parent} does not exist; create it first")
+    outs, wav_only = plan_outputs(req.task, inputs, req.output, req.out_dir, req.wav)
+    return BatchReport(req.task, [Item(i, o) for i, o in zip(inputs, outs, strict=True)]), wav_only
+
+
+RunOne = Callable[[Path, Path, "JobOptions", Any, "Progress | None"], "Result"]
+
+
+def run_task(
+    req: Request,
+    report: BatchReport,
+    opts: JobOptions,
+    run_one: RunOne,
+    *,
+    progress: Callable[[str], AbstractContextManager[Progress]] | None = None,
+    on_done: Callable[[Item], None] | None = None,
+) -> BatchReport:
+    """Run ``run_one(video, out, opts, synth, progress)`` for every pending item with one model.
+
+    The model is loaded by the first job that runs (a batch of skipped items loads none).
+    ``progress(name)``: a context manager giving the per-stage progress callback for one input.
+    The JSON report (``req.report``) is written however the batch ends.
+    """
+    from vssflow_cli.signals import Interrupted
+
+    synth = None
+
+    def job(video: Path, out: Path) -> Any:
+        nonlocal synth
+        if synth is None:
+            from vssflow_cli.pipeline import load_synthesizer
+
+            synth = load_synthesizer(opts)
+        if progress is None:
+            return run_one(video, out, opts, synth, None)
+        with progress(video.name) as callback:
+            return run_one(video, out, opts, synth, callback)
+
+    try:
+        return run_batch(report, job, skip_existing=req.skip_existing, overwrite=opts.overwrite, on_done=on_done)
+    except Interrupted:
+        report.interrupted = True
+        raise
+    finally:
+        if req.report is not None:
+            write_report(req.report, report)

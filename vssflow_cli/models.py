@@ -58,6 +58,12 @@ class ModelInfo:
     def available(self) -> bool:
         return self.path is not None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``vssflow models list --json`` object (``available`` left out, as ``path`` says it)."""
+        return {"name": self.name, "source": self.source, "repo": self.repo, "revision": self.revision,
+                "path": str(self.path) if self.path else None, "published": self.published,
+                "description": self.description}  # fmt: skip
+
 
 @lru_cache(maxsize=4)
 def _read_registry(path: str) -> dict[str, RegistryEntry]:

@@ -209,8 +209,8 @@ def lip_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress)
     """lip (n, lip_dim) float32 at FEATURE_FPS; InputError if too few frames show a face."""
     import numpy as np
 
-    from vssflow_cli.media import display_size
     from vssflow_cli.lips import LipTracker, require_face
+    from vssflow_cli.media import display_size
 
     w, h = display_size(info, LIP_WIDTH)
     expected = _expected_frames(info)
@@ -487,11 +487,11 @@ def dub(
     """Generate lip-synced speech of ``script`` (or of a transcription of the original audio)."""
     import numpy as np
 
+    from vssflow_cli.lips import lip_motion_spans
     from vssflow_cli.media import probe
     from vssflow_cli.output import check_output_path
-    from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
-    from vssflow_cli.lips import lip_motion_spans
     from vssflow_cli.prior import SpanGate, speaking_rate_warnings
+    from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
 
     t0 = time.perf_counter()
     progress = progress or _no_progress

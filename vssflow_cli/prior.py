@@ -199,7 +199,9 @@ MAX_STRETCH = 1.5  # a reading is slowed at most this much to fill a long span; 
 MAX_WORDS_PER_S = 6.0  # faster than this cannot be spoken intelligibly: warn
 
 
-def speech_window(start: float, end: float, natural_s: float, lip: np.ndarray | None, fps: float) -> tuple[float, float]:
+def speech_window(
+    start: float, end: float, natural_s: float, lip: np.ndarray | None, fps: float
+) -> tuple[float, float]:
     """Where in the span ``[start, end)`` (s) a reading of ``natural_s`` seconds goes.
 
     The reading keeps the span when it roughly fills it. In a longer span it is slowed at most

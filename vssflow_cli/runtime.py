@@ -125,7 +125,9 @@ def get_session(path: str | os.PathLike, providers: list[str], threads: int | No
                 sess = ort.InferenceSession(str(path), opts, providers=list(providers))
             except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
                 first = (str(e).splitlines() or [type(e).__name__])[0][:300]
-                raise ModelError(f"cannot load ONNX graph {path} ({first}) — re-export or re-download the bundle") from e
+                raise ModelError(
+                    f"cannot load ONNX graph {path} ({first}) — re-export or re-download the bundle"
+                ) from e
             _SESSIONS[key] = sess
     return sess
 

@@ -683,7 +683,30 @@ def build_corpus(
     return summary
 
 
+def build(out_dir: Path, langs: tuple[str, ...] = ALL_LANGS, limit: int | None = None, jobs: int = 1,
+          licences_out: Path | None = None, finalize: bool = False) -> int:
+    """``vssflow data build``: build (or resume, or with ``finalize`` only re-index) a corpus, print its summary.
+
+    Returns the exit code: 1 if some recordings failed. UsageError for an unknown language.
+    """
+    from vssflow_cli.errors import UsageError
+
+    bad = [x for x in langs if x not in ALL_LANGS]
+    if bad:
+        raise UsageError(f"unknown language(s) {bad}; choose from {','.join(ALL_LANGS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    summary = build_corpus(out_dir, langs, limit, max(1, jobs), licences_out, build=not finalize)
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
+    return 1 if summary["errors"] else 0
+
+
+def parse_langs(spec: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in spec.split(",") if x.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    from vssflow_cli.errors import UsageError
+
     ap = argparse.ArgumentParser(prog="python -m vssflow_cli.train.corpus", description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=Path, help="corpus folder (created; outside the repository)")
     ap.add_argument("--langs", default=",".join(ALL_LANGS), help="speech languages, from " + ",".join(ALL_LANGS))
@@ -692,15 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--licences-out", type=Path, default=None, help="also write LICENSES.md here")
     ap.add_argument("--finalize", action="store_true", help="build nothing; rewrite index, licences and summary")
     a = ap.parse_args(argv)
-    langs = tuple(x.strip() for x in a.langs.split(",") if x.strip())
-    bad = [x for x in langs if x not in ALL_LANGS]
-    if bad:
-        ap.error(f"unknown language(s) {bad}; choose from {','.join(ALL_LANGS)}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    summary = build_corpus(a.dir, langs, a.limit, max(1, a.jobs), a.licences_out, build=not a.finalize)
-    print(json.dumps(summary, indent=1, ensure_ascii=False))
-    return 1 if summary["errors"] else 0
-
+    try:
+        return build(a.dir, parse_langs(a.langs), a.limit, a.jobs, a.licences_out, a.finalize)
+    except UsageError as e:
+        ap.error(str(e))
 
 if __name__ == "__main__":
     sys.exit(main())

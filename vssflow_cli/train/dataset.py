@@ -208,7 +208,8 @@ class WindowSampler:
         out["mode"] = mode
         if self.cfg.prior_dim:
             known = item["prior_known"]
-            out["prior"] = self.codec.encode(item["prior_mel"])[:w] if known else np.zeros((w, self.cfg.prior_dim), np.float32)
+            absent = np.zeros((w, self.cfg.prior_dim), np.float32)
+            out["prior"] = self.codec.encode(item["prior_mel"])[:w] if known else absent
         return out
 
     def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from vssflow_cli.audio import LatentCodec
 from vssflow_cli.config import PRESETS, ModelConfig
 from vssflow_cli.model.checkpoint import save_checkpoint
 from vssflow_cli.train.dataset import WindowSampler, fit_codec, load_clips
@@ -71,24 +72,26 @@ class SaveEvery(L.Callback):
 
 
 def build_config(name: str, overrides: list[str]) -> ModelConfig:
-    cfg = PRESETS[name]()
+    return apply_overrides(PRESETS[name](), overrides)
+
+
+def apply_overrides(cfg: ModelConfig, overrides: list[str]) -> ModelConfig:
+    """``cfg`` with ``field=value`` overrides (``--set``), each value cast to the field's type."""
     for o in overrides:
         k, v = o.split("=", 1)
-        field_type = type(getattr(cfg, k))
-        cfg = dataclasses.replace(cfg, **{k: field_type(v)})
+        cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k))(v)})
     return cfg
 
 
 def init_from_checkpoint(
     path: Path,
-) -> tuple[ModelConfig, dict[str, torch.Tensor], "LatentCodec", dict[str, str]]:
+) -> tuple[ModelConfig, dict[str, torch.Tensor], LatentCodec, dict[str, str]]:
     """(config, model state dict, codec, metadata to carry) of a trainer checkpoint (``ema.safetensors``).
 
     The metadata records where the run started: ``init_from`` (sha256 of the file) and ``init_step`` (the steps
     behind it, its own ``init_step`` included), so a chain of runs keeps its total.
     """
     from vssflow_cli.bundle import file_sha256
-    from vssflow_cli.audio import LatentCodec
     from vssflow_cli.model.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
@@ -123,28 +126,55 @@ def speech_weights(clips: list, english_weight: float) -> dict[str, float] | Non
     return {c.clip_id: english_weight if c.lang == "en" else 1.0 for c in clips if c.kind == "speech"}
 
 
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """One training run (``vssflow train`` / ``python -m vssflow_cli.train.fit``); resumes from ``out``."""
+
+    corpus: Path
+    out: Path
+    config: str = "tiny"  # preset name
+    set: tuple[str, ...] = ()  # config overrides, e.g. ("depth=4",)
+    steps: int = 20000  # total steps, including resumed ones
+    batch: int = 16
+    lr: float = 5e-4
+    warmup: int = 300
+    save_every: int = 200
+    devices: int = 1
+    accelerator: str = "cpu"
+    threads: int = 0  # torch threads per process (0 = torch default)
+    seed: int = 0
+    limit_clips: int | None = None
+    init: Path | None = None  # start a new run from these weights and codec (fresh optimizer and schedule)
+    speech_weight: float = 1.0  # draw English speech clips this many times as often as other speech clips
+
+
 def main(argv: list[str] | None = None) -> int:
+    d = FitOptions(Path(), Path())
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--config", default="tiny", choices=sorted(PRESETS))
+    ap.add_argument("--config", default=d.config, choices=sorted(PRESETS))
     ap.add_argument("--set", action="append", default=[], help="override a config field, e.g. --set depth=4")
-    ap.add_argument("--steps", type=int, default=20000, help="total steps (including resumed ones)")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--save-every", type=int, default=200)
-    ap.add_argument("--devices", type=int, default=1)
-    ap.add_argument("--accelerator", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch default)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=d.steps, help="total steps (including resumed ones)")
+    ap.add_argument("--batch", type=int, default=d.batch)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--warmup", type=int, default=d.warmup)
+    ap.add_argument("--save-every", type=int, default=d.save_every)
+    ap.add_argument("--devices", type=int, default=d.devices)
+    ap.add_argument("--accelerator", default=d.accelerator)
+    ap.add_argument("--threads", type=int, default=d.threads, help="torch threads per process (0 = torch default)")
+    ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--limit-clips", type=int, default=None)
     ap.add_argument("--init", type=Path, default=None,
                     help="start a new run from this model checkpoint (weights and codec; fresh optimizer and schedule)")
-    ap.add_argument("--speech-weight", type=float, default=1.0,
+    ap.add_argument("--speech-weight", type=float, default=d.speech_weight,
                     help="draw English speech clips this many times as often as other speech clips")
-    args = ap.parse_args(argv)
+    a = vars(ap.parse_args(argv))
+    return fit(FitOptions(**(a | {"set": tuple(a["set"])})))
 
+
+def fit(args: FitOptions) -> int:
+    """Train (or resume) a run; returns the exit code (3: the corpus has no training clips)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -156,15 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming from {state_path} at step {step}", file=sys.stderr)
     elif args.init is not None:
         config, model_sd, codec, init_meta = init_from_checkpoint(args.init)
-        for o in args.set:  # e.g. --set prior_dim=64 on top of the checkpoint's config
-            k, v = o.split("=", 1)
-            config = dataclasses.replace(config, **{k: type(getattr(config, k))(v)})
+        config = apply_overrides(config, list(args.set))  # e.g. --set prior_dim=64 over the checkpoint's config
         model_sd = adapt_state_dict(model_sd, config)
         step, ema_sd, opt_state = 0, model_sd, None
         init_path.write_text(json.dumps(init_meta))
         print(f"starting from the weights and codec of {args.init}", file=sys.stderr)
     else:
-        config, step, model_sd, ema_sd, codec, opt_state = build_config(args.config, args.set), 0, None, None, None, None
+        config, step = build_config(args.config, list(args.set)), 0
+        model_sd, ema_sd, codec, opt_state = None, None, None, None
     clips = load_clips(args.corpus, "train", config.window_frames, args.limit_clips)
     if not clips:
         print(f"no training clips in {args.corpus}: build the corpus with `vssflow data build`", file=sys.stderr)

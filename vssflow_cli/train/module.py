@@ -110,7 +110,9 @@ def save_state(path: Path, module: FlowModule, codec: LatentCodec, optimizer: to
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_state(path: Path) -> tuple[ModelConfig, int, dict[str, torch.Tensor], dict[str, torch.Tensor], LatentCodec, dict | None]:
+def load_state(
+    path: Path,
+) -> tuple[ModelConfig, int, dict[str, torch.Tensor], dict[str, torch.Tensor], LatentCodec, dict | None]:
     """Read a resume state: (config, step, model sd, ema sd, codec, optimizer state dict or None)."""
     from safetensors import safe_open
 

@@ -61,8 +61,8 @@ def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, id
     while True:
         todo = [
             r for k, r in enumerate(read_index(corpus))
-            if k % shard[1] == shard[0] and r["kind"] == "speech" and r.get("lang") in langs and r.get("split") == "train"
-            and r["id"] not in failed and not prior_path(corpus, r["id"]).exists()
+            if k % shard[1] == shard[0] and r["kind"] == "speech" and r.get("lang") in langs
+            and r.get("split") == "train" and r["id"] not in failed and not prior_path(corpus, r["id"]).exists()
         ]
         for row in todo:
             src = Path(corpus) / "clips" / f"{row['id']}.safetensors"

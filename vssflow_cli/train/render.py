@@ -7,7 +7,7 @@ machines) makes the object vibrate, swell (up to +25%) and glow in proportion to
 40 dB range, so a steady hum is as visible as a loud one). Tux Paint stamp sounds use
 the stamp's own picture as the object.
 
-Speech clips: a real face photo whose mouth aperture follows the speech envelope (``lips.render_talking_face``),
+Speech clips: a real face photo whose mouth aperture follows the speech envelope (:func:`render_talking_face`),
 then a per-clip affine/brightness variation and slow head motion, seeded by the clip id.
 
 Frame ``k`` shows the state at the END of its 40 ms interval ``[k/25, (k+1)/25)``: an onset at ``o`` is visible
@@ -22,8 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from vssflow_cli.errors import InputError
+from vssflow_cli.lips import (
+    CHIN,
+    EYE_OUTER,
+    LOWER_LIP_LINE,
+    MOUTH_CORNERS,
+    UPPER_LIP_LINE,
+    face_landmarks,
+)
 from vssflow_cli.train.onsets import energy_envelope
-from vssflow_cli.vision import sample_bilinear
+from vssflow_cli.vision import FEATURE_FPS, sample_bilinear
 
 FPS = 25
 SOUND_SIZE = 128
@@ -314,11 +323,9 @@ def clip_variation(
     """Per-clip framing of the face photo: (n, 2, 3) affines image -> output pixels, and a brightness gain.
 
     The face (``face_centre``, image pixels) is zoomed 1.2-1.9x relative to fitting the whole photo, put near
-    the frame centre (offset +-8%), rolled +-5 degrees, and the slow head motion of ``lips.head_motion_path`` is
+    the frame centre (offset +-8%), rolled +-5 degrees, and the slow head motion of :func:`head_motion_path` is
     applied on top; all drawn from ``clip_seed``.
     """
-    from vssflow_cli.lips import head_motion_path
-
     rng = np.random.default_rng(clip_seed)
     scale = rng.uniform(1.2, 1.9)
     off = rng.uniform(-0.08, 0.08, 2) * size
@@ -340,8 +347,6 @@ def render_speech_video(
     face: np.ndarray, landmarks: np.ndarray, apertures: np.ndarray, clip_seed: int, size: int = SPEECH_SIZE
 ) -> np.ndarray:
     """Talking-face frames (n, size, size, 3) uint8 whose mouth opens by ``apertures`` (n,) in [0, 1]."""
-    from vssflow_cli.lips import render_talking_face
-
     face_centre = np.asarray(landmarks)[:, :2].mean(axis=0)
     mats, bright = clip_variation(len(apertures), clip_seed, face.shape[:2], face_centre, size)
     frames = render_talking_face(
@@ -349,4 +354,192 @@ def render_speech_video(
     )
     if bright != 1.0:
         frames = np.clip(frames.astype(np.float32) * bright + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+# --------------------------------------------------------------------------- synthetic talking faces
+
+
+def _smooth_noise(n: int, rng: np.random.Generator, hz: tuple[float, float], fps: float) -> np.ndarray:
+    """Sum of three random sinusoids in [-1, 1] with frequencies in ``hz``."""
+    t = np.arange(n) / fps
+    out = np.zeros(n)
+    for _ in range(3):
+        f = rng.uniform(*hz)
+        out += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return out / 3
+
+
+def head_motion_path(
+    n: int, rng: np.random.Generator, image_hw: tuple[int, int], out_hw: tuple[int, int],
+    amount: float = 1.0, fps: float = FEATURE_FPS,
+) -> np.ndarray:
+    """Smooth random head motion: (n, 2, 3) affines mapping image pixels to output pixels.
+
+    ``amount`` 1 = translation up to ~6% of the frame, scale +-5%, rotation +-3 degrees.
+    """
+    (h, w), (oh, ow) = image_hw, out_hw
+    base = min(oh / h, ow / w)
+    tx = amount * 0.06 * ow * _smooth_noise(n, rng, (0.1, 0.6), fps)
+    ty = amount * 0.06 * oh * _smooth_noise(n, rng, (0.1, 0.6), fps)
+    sc = base * (1 + amount * 0.05 * _smooth_noise(n, rng, (0.1, 0.4), fps))
+    rot = np.deg2rad(amount * 3.0) * _smooth_noise(n, rng, (0.1, 0.5), fps)
+    mats = np.zeros((n, 2, 3), np.float64)
+    c, s = np.cos(rot) * sc, np.sin(rot) * sc
+    cx, cy = w / 2, h / 2
+    mats[:, 0, 0], mats[:, 0, 1] = c, -s
+    mats[:, 1, 0], mats[:, 1, 1] = s, c
+    mats[:, 0, 2] = ow / 2 + tx - (c * cx - s * cy)
+    mats[:, 1, 2] = oh / 2 + ty - (s * cx + c * cy)
+    return mats
+
+
+def _soft(x: np.ndarray, px: float = 1.0) -> np.ndarray:
+    """Anti-aliased step: 0 for x << 0, 1 for x >> 0, over ``px`` pixels."""
+    return np.clip(0.5 + x / px, 0.0, 1.0)
+
+
+INNER_UPPER_LINE = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+INNER_LOWER_LINE = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+
+
+def _inside_polygon(xs: np.ndarray, ys: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for arrays of points; poly (k, 2)."""
+    inside = np.zeros(xs.shape, bool)
+    x0, y0 = poly[-1]
+    for x1, y1 in poly:
+        crosses = (y1 > ys) != (y0 > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = (x0 - x1) * (ys - y1) / (y0 - y1) + x1
+        inside ^= crosses & (xs < at)
+        x0, y0 = x1, y1
+    return inside
+
+
+class _MouthModel:
+    """Geometry of the mouth on a still face, in the face frame (u along the eye line, v chin-wards).
+
+    v is measured from the lip seam (the middle line between the inner lip contours), so the
+    mouth follows the shape of a smile.
+    """
+
+    def __init__(self, image: np.ndarray, pts: np.ndarray):
+        p = pts[:, :2].astype(np.float64)
+        le, re = p[EYE_OUTER[0]], p[EYE_OUTER[1]]
+        self.ex = (re - le) / np.linalg.norm(re - le)
+        self.ey = np.array([-self.ex[1], self.ex[0]])
+        self.centre = (p[13] + p[14]) / 2
+        self.width = float(np.linalg.norm(p[MOUTH_CORNERS[1]] - p[MOUTH_CORNERS[0]]))
+        upper, lower = p[list(INNER_UPPER_LINE)], p[list(INNER_LOWER_LINE)]
+        su, sv = self._raw_local((upper[:, 0] + lower[:, 0]) / 2, (upper[:, 1] + lower[:, 1]) / 2)
+        order = np.argsort(su)
+        self.seam_u, self.seam_v = su[order], sv[order]
+        self.inner_polygon = np.concatenate([upper, lower[::-1]])
+        self.chin = float((p[CHIN] - self.centre) @ self.ey)
+        lip_pts = np.array([p[i] for i in UPPER_LIP_LINE[2:-2] + LOWER_LIP_LINE[2:-2]])
+        self.lip_colour = np.median(sample_bilinear(image, lip_pts[:, 0], lip_pts[:, 1]), axis=0)
+
+    def _raw_local(self, xs, ys):
+        dx, dy = xs - self.centre[0], ys - self.centre[1]
+        return dx * self.ex[0] + dy * self.ex[1], dx * self.ey[0] + dy * self.ey[1]
+
+    def local(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u, v = self._raw_local(xs, ys)
+        return u, v - np.interp(u, self.seam_u, self.seam_v)
+
+    def closed_base(self, image: np.ndarray) -> np.ndarray:
+        """The still image with its lips pressed together (so aperture 0 really is closed)."""
+        h, w = image.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        # Fill the original opening (inner lip polygon, grown by ~1 px) with lip colour ...
+        centre = self.inner_polygon.mean(axis=0)
+        grown = centre + (self.inner_polygon - centre) * 1.06
+        fill = _inside_polygon(xs, ys, grown).astype(np.float32)
+        neighbours = sum(np.roll(fill, k, axis) for k in (1, -1) for axis in (0, 1))
+        fill = 0.5 * fill + 0.125 * neighbours  # soften the polygon's edge
+        shade = self.lip_colour * (0.9 + 0.1 * np.clip(np.abs(self._raw_local(xs, ys)[1]) / 4, 0, 1))[..., None]
+        out = image.astype(np.float32) * (1 - fill[..., None]) + shade * fill[..., None]
+        # ... then draw a soft dark seam where the lips meet.
+        u, v = self.local(xs, ys)
+        half = 0.5 * self.width
+        along = np.clip((half - np.abs(u)) / (0.15 * half), 0, 1)
+        seam = np.clip(1 - np.abs(v) / 1.3, 0, 1) * along
+        return out * (1 - 0.5 * seam[..., None])
+
+    def composite(self, base: np.ndarray, xs: np.ndarray, ys: np.ndarray, opening: float) -> np.ndarray:
+        """Sample ``base`` at (xs, ys) with the jaw dropped by ``opening`` px and the mouth drawn open."""
+        u, v = self.local(xs, ys)
+        w = self.width
+        # Jaw: everything below the seam between the jaw lines moves down by `opening`,
+        # fading out sideways (cheeks) and below the chin (neck).
+        side = np.clip((1.15 * w - np.abs(u)) / (0.55 * w), 0, 1)
+        side = side * side * (3 - 2 * side)
+        # Sharp at the lips, a soft stretch over the cheeks beside the mouth corners.
+        ramp = 2.0 + np.clip(np.abs(u) - 0.4 * w, 0, None) * 0.8
+        below = np.clip(v / ramp, 0, 1)
+        below = below * below * (3 - 2 * below)
+        neck = np.clip(1 - (v - (self.chin + 0.15 * w)) / (0.6 * w), 0, 1)
+        shift = opening * side * below * neck
+        out = sample_bilinear(base, xs - shift * self.ey[0], ys - shift * self.ey[1])
+        if opening <= 0.3:
+            return out
+        # Mouth interior between the upper lip (lifted slightly) and the dropped lower lip.
+        half = 0.47 * w
+        s = np.sqrt(np.clip(1 - (u / half) ** 2, 0, None))
+        top = -0.12 * opening * s
+        bottom = opening * s + 1.5 * (s > 0.2)  # also hides the old seam, now on the lower lip
+        inside = _soft(np.minimum(v - top, bottom - v)) * (s > 0)
+        depth = np.clip(1 - np.abs(u) / half, 0, 1) * np.clip((v - top) / (opening + 1e-6), 0, 1)
+        colour = np.array([75, 25, 30], np.float32) * (1 - 0.6 * depth[..., None])
+        teeth_h = min(0.25 * opening, 0.09 * w)
+        teeth = _soft(top + teeth_h - v) * _soft(0.75 * half - np.abs(u), 2.0)
+        colour = colour * (1 - teeth[..., None]) + np.array([225, 218, 205], np.float32) * teeth[..., None]
+        tongue = _soft(v - (bottom - 0.3 * opening), 2.0) * _soft(0.7 * half - np.abs(u), 3.0)
+        tongue = 0.7 * tongue[..., None]
+        colour = colour * (1 - tongue) + np.array([165, 72, 82], np.float32) * tongue
+        return out * (1 - inside[..., None]) + colour * inside[..., None]
+
+
+def render_talking_face(
+    face_image: np.ndarray,
+    apertures: np.ndarray,
+    rng: np.random.Generator,
+    out_size: tuple[int, int] | None = None,
+    head_motion: float | np.ndarray = 1.0,
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
+    """Animate a still face photo: the mouth opens by ``apertures`` while the head moves.
+
+    face_image: uint8 (H, W, 3) RGB with one visible face. apertures: (n,) in [0, 1], 0 = lips
+    closed, 1 = wide open (jaw drop ~0.45 mouth widths). head_motion: an amount for
+    :func:`head_motion_path` (0 = still) or explicit (n, 2, 3) affines image -> output pixels.
+    out_size: (height, width), default the image size. Returns uint8 (n, h, w, 3).
+    Raises InputError when no face is found in ``face_image`` (and no landmarks are given).
+    """
+    image = np.ascontiguousarray(face_image[..., :3], dtype=np.uint8)
+    apertures = np.clip(np.asarray(apertures, np.float64), 0.0, 1.0)
+    n = apertures.shape[0]
+    pts = face_landmarks(image) if landmarks is None else np.asarray(landmarks)
+    if pts is None:
+        raise InputError("no face found in the image — use a photo with a clearly visible face")
+    oh, ow = out_size or image.shape[:2]
+    if isinstance(head_motion, np.ndarray):
+        mats = np.asarray(head_motion, np.float64)
+        if mats.shape != (n, 2, 3):
+            raise ValueError(f"head_motion affines must be ({n}, 2, 3), got {mats.shape}")
+    else:
+        mats = head_motion_path(n, rng, image.shape[:2], (oh, ow), float(head_motion))
+    mouth = _MouthModel(image, pts)
+    base = mouth.closed_base(image)
+    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float64)
+    frames = np.empty((n, oh, ow, 3), np.uint8)
+    max_open = 0.45 * mouth.width
+    grain = rng.normal(0.0, 1.5, size=(n, 1, 1, 1)).astype(np.float32)  # slight exposure flicker
+    for i in range(n):
+        a, b = mats[i, :, :2], mats[i, :, 2]
+        inv = np.linalg.inv(a)
+        xs = inv[0, 0] * (xx - b[0]) + inv[0, 1] * (yy - b[1])
+        ys = inv[1, 0] * (xx - b[0]) + inv[1, 1] * (yy - b[1])
+        frame = mouth.composite(base, xs, ys, apertures[i] * max_open) + grain[i]
+        frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
     return frames

@@ -68,7 +68,8 @@ def still_frames(picture: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
 
     base = picture.astype(np.float32) / 255.0
     noise = rng.uniform(0.0, 0.012)
-    flicker = rng.uniform(0.0, 0.03) * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * np.arange(n) / FPS + rng.uniform(0, 6))
+    phase = 2 * np.pi * rng.uniform(0.1, 0.5) * np.arange(n) / FPS + rng.uniform(0, 6)
+    flicker = rng.uniform(0.0, 0.03) * np.sin(phase)
     drift = rng.random() < 0.3
     frames = np.empty((n, *picture.shape), np.uint8)
     ys, xs = np.mgrid[0 : picture.shape[0], 0 : picture.shape[1]].astype(np.float32)

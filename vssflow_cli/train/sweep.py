@@ -2,7 +2,8 @@
 
 For each (solver, steps, cfg, precision) it generates every held-out English speech clip from its conditions and
 prints one JSON line with the WER and closed-set transcript identification (pocketsphinx, as in ``vssflow eval``),
-the lip-envelope correlation and the seconds it took. Used to choose the bundle's sampler defaults; foley onsets are checked with ``vssflow eval``.
+the lip-envelope correlation and the seconds it took. Used to choose the bundle's sampler defaults; foley onsets
+are checked with ``vssflow eval``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
-    from vssflow_cli.train.evaluate import Recogniser, generate, load_heldout, score
     from vssflow_cli.runtime import Synthesizer
+    from vssflow_cli.train.evaluate import Recogniser, generate, load_heldout, score
 
     synths: dict[str, Synthesizer] = {}
     asr = Recogniser()
@@ -46,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no held-out English speech in {a.corpus}", file=sys.stderr)
                 return 3
         t0 = time.perf_counter()
-        waves = generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=a.seed, solver=solver)
+        waves = generate(synth, clips, lambda i, cs=clips: cs[i].conds, steps=steps, cfg=cfg, seed=a.seed,
+                         solver=solver)
         m = score(clips, waves, synth.config, asr)
         row = {"solver": solver, "steps": steps, "cfg": cfg, "precision": synth.precision, "wer": m["wer"],
-               "transcript_id": m["transcript_id"], "chance": m["transcript_id_chance"], "lip_env_corr": m["lip_env_corr"], "n": m["n_speech"], "seconds": round(time.perf_counter() - t0, 1)}
+               "transcript_id": m["transcript_id"], "chance": m["transcript_id_chance"],
+               "lip_env_corr": m["lip_env_corr"], "n": m["n_speech"], "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(row), flush=True)
     return 0
 
