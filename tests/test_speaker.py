@@ -62,6 +62,8 @@ def test_json_records_the_shipped_files():
     assert meta["onnx_sha256"] == hashlib.sha256(speaker.MODEL_PATH.read_bytes()).hexdigest()
     assert meta["source"]["package"] == "Resemblyzer" and meta["source"]["version"] == "0.1.4"
     assert meta["licence"] == "Apache-2.0"
+    licence = (speaker.DATA / meta["licence_file"]).read_text(encoding="utf-8")
+    assert "Apache License" in licence and "Version 2.0" in licence and "Copyright 2019 Resemble.AI" in licence
     assert speaker.FrontEnd(**meta["front_end"]) == speaker.FrontEnd()
     assert 5.0e6 < speaker.MODEL_PATH.stat().st_size < 6.5e6  # 1.42 M float32 weights
 
@@ -183,13 +185,13 @@ def test_tampered_model_is_a_model_error(tmp_path, monkeypatch):
 
 
 def test_package_data_ships_the_encoder():
-    """pyproject's package-data globs for vssflow_cli take both files into the wheel."""
+    """pyproject's package-data globs for vssflow_cli take the model, its json and licence into the wheel."""
     import fnmatch
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     globs = pyproject["tool"]["setuptools"]["package-data"]["vssflow_cli"]
-    for path in (speaker.MODEL_PATH, speaker.META_PATH):
+    for path in (speaker.MODEL_PATH, speaker.META_PATH, speaker.DATA / "speaker_encoder.LICENSE"):
         rel = path.relative_to(Path(speaker.__file__).resolve().parent).as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
 

@@ -12,7 +12,8 @@ The network, rebuilt here in plain torch as in ``resemblyzer/voice_encoder.py``:
     -> Linear(256 -> 256) -> ReLU -> x / ||x||_2 -> embeddings (B, 256)
 
 is written to ``speaker_encoder.onnx`` with ``speaker_encoder.json`` beside it (source, licence, both
-sha256s, front-end parameters that ``vssflow_cli/speaker.py`` reads back). The package itself is never
+sha256s, front-end parameters that ``vssflow_cli/speaker.py`` reads back) and the package's licence file
+as ``speaker_encoder.LICENSE``. The package itself is never
 imported (it pulls in librosa and webrtcvad); only its files are read. Install it without its
 dependencies: ``pip install --no-deps Resemblyzer==0.1.4``.
 
@@ -88,6 +89,18 @@ def import_resemblyzer() -> types.ModuleType:
         import resemblyzer
 
     return resemblyzer
+
+
+def licence_file() -> bytes:
+    """The installed package's licence file (Apache-2.0 text with Resemble.AI's notice), as bytes."""
+    from importlib.metadata import distribution
+
+    dist = distribution(PACKAGE)
+    path = next((Path(dist.locate_file(f)) for f in dist.files or () if f.name == "LICENSE"), None)
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    if b"Apache License" not in blob or b"Version 2.0" not in blob:
+        raise ValueError(f"{PACKAGE}'s installed LICENSE is missing or not the Apache-2.0 text")
+    return blob
 
 
 def _version(dist: str) -> str:
@@ -184,12 +197,16 @@ def export(out_dir: Path, weights: Path | None = None) -> dict[str, Any]:
     fe = FrontEnd()
     check_hparams(fe, src / "hparams.py")
     model = load_encoder(weights)
+    licence = licence_file()
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(model, out_dir / "speaker_encoder.onnx", fe.partial_frames, fe.n_mels)
     meta = {
         "source": {"package": PACKAGE, "version": VERSION, "file": "resemblyzer/pretrained.pt",
                    "url": "https://github.com/resemble-ai/Resemblyzer"},  # fmt: skip
         "licence": LICENCE,
+        "licence_file": "speaker_encoder.LICENSE",
+        "changes": "network weights converted from the PyTorch checkpoint to ONNX; optimizer state and the GE2E "
+        "loss scalars (similarity_weight, similarity_bias) left out",
         "network": "GE2E speaker encoder: LSTM(40->256, 3 layers) -> Linear(256->256) -> ReLU -> L2 normalise",
         "pretrained_sha256": sha256_file(weights),
         "onnx_sha256": sha256_file(onnx_path),
@@ -200,6 +217,8 @@ def export(out_dir: Path, weights: Path | None = None) -> dict[str, Any]:
         "centred, zero padded); VAD trimming with silero-vad instead of webrtcvad",
         "exported_with": {"torch": torch.__version__, "onnxscript": _version("onnxscript"), "opset": OPSET},
     }
+    with _atomic(out_dir / "speaker_encoder.LICENSE") as tmp:
+        tmp.write_bytes(licence)
     with _atomic(out_dir / "speaker_encoder.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return meta
