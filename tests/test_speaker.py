@@ -187,8 +187,8 @@ def test_tampered_model_is_a_model_error(tmp_path, monkeypatch):
 def test_package_data_ships_the_encoder():
     """pyproject's package-data globs for vssflow_cli take the model, its json and licence into the wheel."""
     import fnmatch
-    import tomllib
 
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     globs = pyproject["tool"]["setuptools"]["package-data"]["vssflow_cli"]
     for path in (speaker.MODEL_PATH, speaker.META_PATH, speaker.DATA / "speaker_encoder.LICENSE"):
