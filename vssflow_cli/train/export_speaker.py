@@ -78,16 +78,20 @@ def import_resemblyzer() -> types.ModuleType:
     Needs librosa and webrtcvad; webrtcvad 2.0.10 reads its own version through ``pkg_resources``,
     which recent setuptools no longer ship, so a stand-in is put there when it is missing.
     """
+    stub = None
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
         stub = types.ModuleType("pkg_resources")
         stub.get_distribution = lambda name: types.SimpleNamespace(version="unknown")
         sys.modules["pkg_resources"] = stub
-    with warnings.catch_warnings():  # its audio.py imports from scipy.ndimage.morphology (deprecated)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import resemblyzer
-
+    try:
+        with warnings.catch_warnings():  # its audio.py imports from scipy.ndimage.morphology (deprecated)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import resemblyzer
+    finally:
+        if stub is not None and sys.modules.get("pkg_resources") is stub:
+            del sys.modules["pkg_resources"]  # webrtcvad has read its version; nothing else sees the stand-in
     return resemblyzer
 
 
@@ -116,7 +120,8 @@ def sha256_file(path: Path) -> str:
 def load_encoder(weights: Path | None = None) -> SpeakerEncoder:
     """The pretrained network (eval mode) from ``pretrained.pt`` (default: the installed package's).
 
-    Raises ``ValueError`` when the file is not 0.1.4's (sha256) or its tensors do not fit the network.
+    Raises ``ValueError`` when the file is not 0.1.4's (sha256), ``RuntimeError`` when its tensors do
+    not fit the network.
     """
     weights = Path(weights) if weights is not None else package_dir() / "pretrained.pt"
     digest = sha256_file(weights)
