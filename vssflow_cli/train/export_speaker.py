@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vssflow_cli.export import DEFAULT_OPSET, _atomic, _quiet_exporter
+from vssflow_cli.export import DEFAULT_OPSET, _quiet_exporter
+from vssflow_cli.output import atomic_output, write_text
 from vssflow_cli.speaker import EMBED_DIM, FrontEnd
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def export_onnx(model: SpeakerEncoder, path: Path, frames: int = 160, n_mels: in
     import onnx
 
     example = torch.zeros(2, frames, n_mels)
-    with _atomic(path) as tmp, torch.no_grad(), _quiet_exporter(), warnings.catch_warnings():
+    with atomic_output(path) as tmp, torch.no_grad(), _quiet_exporter(), warnings.catch_warnings():
         # nn.LSTM's flat weights and torch.export's own deprecation notes: expected, harmless
         warnings.filterwarnings("ignore", message=r".*were assigned during export", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*_check_is_size", category=FutureWarning)
@@ -222,10 +223,9 @@ def export(out_dir: Path, weights: Path | None = None) -> dict[str, Any]:
         "centred, zero padded); VAD trimming with silero-vad instead of webrtcvad",
         "exported_with": {"torch": torch.__version__, "onnxscript": _version("onnxscript"), "opset": OPSET},
     }
-    with _atomic(out_dir / "speaker_encoder.LICENSE") as tmp:
+    with atomic_output(out_dir / "speaker_encoder.LICENSE") as tmp:
         tmp.write_bytes(licence)
-    with _atomic(out_dir / "speaker_encoder.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    write_text(out_dir / "speaker_encoder.json", json.dumps(meta, indent=1) + "\n")
     return meta
 
 
