@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from vssflow_cli import speaker
-from vssflow_cli.text import espeak_speech
 from vssflow_cli.train.corpus import decode
 from vssflow_cli.train.sources import ASTERISK_LANGS
 
@@ -45,6 +44,16 @@ def prompts(unpacked: Path, lang: str, n: int, min_s: float = 3.0, max_s: float 
             if len(out) == n:
                 break
     return out
+
+
+def espeak(text: str) -> np.ndarray:
+    """espeak-ng speech (16 kHz) through the tests' ctypes synthesiser (tests/synth_speech.py)."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from synth_speech import espeak_speech
+
+    return espeak_speech(text, "en-us")
 
 
 def summary(xs: list[float]) -> dict[str, float]:
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     emb = {"en": np.stack([speaker.embed(w, threads=a.threads) for w in en])}
     for lang in ("es", "fr", "it", "ru"):
         emb[lang] = np.stack([speaker.embed(w, threads=a.threads) for w in prompts(a.unpacked, lang, n)])
-    emb["espeak"] = np.stack([speaker.embed(espeak_speech(t, "en-us"), threads=a.threads) for t in ESPEAK_LINES])
+    emb["espeak"] = np.stack([speaker.embed(espeak(t), threads=a.threads) for t in ESPEAK_LINES])
 
     cos = speaker.similarity
     out: dict = {"same_speaker_en_en": summary([cos(emb["en"][2 * i], emb["en"][2 * i + 1]) for i in range(n)])}

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synth_speech import espeak_speech
 
 from vssflow_cli import speaker
 from vssflow_cli.errors import InputError, ModelError
 from vssflow_cli.media import read_audio
-from vssflow_cli.text import espeak_speech
 
 DATA = Path(__file__).resolve().parent / "data"
 PROMPTS = ("asterisk-en-auth-incorrect.g722", "asterisk-en-vm-rec-busy.g722")
