@@ -15,8 +15,11 @@ With ``config.prior_dim > 0`` every window also carries the acoustic prior (:mod
 track that is silence wherever nothing is said and the teacher's aligned reading over each speech clip that has one
 (``CORPUS/priors/<id>.safetensors``, from :mod:`vssflow_cli.train.priors`), encoded by the same codec. A window
 holding a speech clip without a teacher reading (a language the teacher does not read) gets the all-zero "no prior".
-A fifth mode, ``mute``, shows a talking face (lips, video) over silence with a silent prior, so the lips alone never
-make speech: where the prior says nothing, the model says nothing.
+Two more modes come with the prior. ``mute`` shows a talking face (lips, video) over silence with a silent prior, so
+the lips alone never make speech: where the prior says nothing, the model says nothing. ``echo`` is a speech window
+whose target is the teacher's aligned reading itself instead of the recording: it teaches the model to carry the
+prior's words through (the recordings alone are one voice, so without it the model must learn the words and a
+voice conversion at once, from 25 minutes).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from vssflow_cli.config import ModelConfig
 from vssflow_cli.prior import SILENCE_LOGMEL
 
 FEATURE_KEYS = ("video", "sync", "lip")
-MODES = ("speech", "sound", "add", "insert", "mute")
+MODES = ("speech", "echo", "sound", "add", "insert", "mute")
 
 
 @dataclass
@@ -127,7 +130,8 @@ class WindowSampler:
         w = np.array([(speech_weights or {}).get(c.clip_id, 1.0) for c in self.speech], np.float64)
         self.speech_p = w / w.sum() if len(w) and speech_weights else None
         probs = mode_probs or (
-            {"speech": 0.35, "sound": 0.33, "add": 0.13, "insert": 0.13, "mute": 0.06} if config.prior_dim
+            {"speech": 0.25, "echo": 0.12, "sound": 0.31, "add": 0.12, "insert": 0.12, "mute": 0.08}
+            if config.prior_dim
             else {"speech": 0.35, "sound": 0.35, "add": 0.15, "insert": 0.15}
         )
         if not self.speech:
@@ -178,8 +182,8 @@ class WindowSampler:
         mode = self.modes[rng.choice(len(self.modes), p=self.probs)]
         item = self._empty()
         gain = float(10 ** (rng.uniform(-6, 3) / 20))
-        if mode in ("speech", "sound"):
-            clip = self._speech(rng) if mode == "speech" else self.sound[rng.integers(len(self.sound))]
+        if mode in ("speech", "echo", "sound"):
+            clip = self._speech(rng) if mode != "sound" else self.sound[rng.integers(len(self.sound))]
             self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain)
         elif mode == "mute":  # a moving mouth with nothing said: lips and face only, silence out
             clip = self._speech(rng)
@@ -202,7 +206,11 @@ class WindowSampler:
         peak = float(np.abs(item["wave"]).max())
         if peak > 0.99:
             item["wave"] /= peak / 0.99
-        latent = self.codec.encode(log_mel(item["wave"], self.cfg.audio))
+        if mode == "echo" and item["prior_known"]:  # the target is the teacher's aligned reading itself
+            floor = np.float32(SILENCE_LOGMEL)
+            latent = self.codec.encode(np.maximum(item["prior_mel"] + np.float32(np.log(gain)), floor))
+        else:
+            latent = self.codec.encode(log_mel(item["wave"], self.cfg.audio))
         out = {k: item[k] for k in ("phonemes", "lip", "sync", "video")}
         out["latent"] = latent[:w]
         out["mode"] = mode
