@@ -143,6 +143,24 @@ def _znorm(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-6)
 
 
+SMOOTH_GUIDE_FRAMES = 5.0  # Gaussian sigma (guide frames) of the lip warp: shifts syllables, never stutters them
+MIN_RATE, MAX_RATE = 0.75, 1.35  # the warped reading plays at most this much slower / faster than the plain stretch
+
+
+def _gentle(pos: np.ndarray, sigma: float) -> np.ndarray:
+    """A warp curve (source position per target frame) smoothed and held to rates in [MIN_RATE, MAX_RATE]."""
+    n = len(pos)
+    if sigma > 0 and n > 2:
+        k = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
+        g = np.exp(-0.5 * (k / sigma) ** 2)
+        padded = np.pad(pos, len(k) // 2, mode="edge")
+        pos = np.convolve(padded, g / g.sum(), mode="valid")
+    step = np.clip(np.diff(pos, prepend=pos[0]), MIN_RATE, MAX_RATE)
+    step[0] = 0.0
+    out = pos[0] + np.cumsum(step)
+    return out * ((n - 1) / out[-1]) if out[-1] > 0 else out  # end where the reading ends
+
+
 def warp_to_guide(teacher_mel: np.ndarray, guide: np.ndarray | None, length: int, mel_per_guide: int) -> np.ndarray:
     """Inference: the teacher's log-mel onto a span of ``length`` mel frames.
 
@@ -164,7 +182,7 @@ def warp_to_guide(teacher_mel: np.ndarray, guide: np.ndarray | None, length: int
     np.add.at(pos, path[:, 1], path[:, 0])
     np.add.at(cnt, path[:, 1], 1)
     pos = pos / np.maximum(cnt, 1)
-    pos = np.maximum.accumulate(pos)  # monotonic
+    pos = _gentle(pos, SMOOTH_GUIDE_FRAMES)
     # guide frame k covers mel frames [k * r, (k + 1) * r) of the span; map them through the warped positions
     fine = np.interp(np.arange(g * mel_per_guide) / mel_per_guide - 0.5 + 0.5 / mel_per_guide,
                      np.arange(g), pos) * mel_per_guide + (mel_per_guide - 1) / 2

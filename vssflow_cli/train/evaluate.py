@@ -278,7 +278,7 @@ def teacher_rows(clips: list[HeldoutClip], synth, teacher) -> dict[str, list[np.
     pace from the voiced start), ``teacher`` (the teacher's own reading from the voiced start) and
     ``teacher_warped`` (the prior alone, decoded without the DiT: what the teacher warped to the lips sounds like)."""
     from vssflow_cli.audio import vocode
-    from vssflow_cli.text import espeak_speech
+    from vssflow_cli.train.espeak_speech import espeak_speech
 
     cfg = synth.config
     sr, spl, k = cfg.audio.sample_rate, cfg.audio.samples_per_latent, cfg.audio.mel_per_latent
