@@ -119,6 +119,29 @@ def judge_speech(clips: list[HeldoutClip], waves: list[np.ndarray], judge) -> di
             "whisper_logprob": round(float(np.mean(logp)), 3), "transcripts": heard}
 
 
+def voice_similarity(clips: list[HeldoutClip], waves: list[np.ndarray], other: list[np.ndarray] | None) -> dict:
+    """Speaker-embedding cosine (Resemblyzer GE2E, :mod:`vssflow_cli.speaker`) of the generated English speech to
+    the clip's own recording (the voice it should have) and to ``other`` (another voice reading the same text)."""
+    from vssflow_cli.errors import InputError
+    from vssflow_cli.speaker import embed, similarity
+
+    to_ref, to_other = [], []
+    for i, (c, w) in enumerate(zip(clips, waves)):
+        if c.kind != "speech" or not c.lang.startswith("en"):
+            continue
+        try:
+            e = embed(np.asarray(w, np.float32))
+            to_ref.append(similarity(e, embed(c.wave)))
+            if other is not None:
+                to_other.append(similarity(e, embed(other[i])))
+        except InputError:  # under 0.5 s of speech: nothing to compare
+            continue
+    out = {"speaker_sim_ref": round(float(np.mean(to_ref)), 3)} if to_ref else {}
+    if to_other:
+        out["speaker_sim_other"] = round(float(np.mean(to_other)), 3)
+    return out
+
+
 def static_level(clips: list[HeldoutClip], waves: list[np.ndarray]) -> dict:
     """RMS level (dBFS) of what was generated for still pictures: silence should come out (target <= -60)."""
     levels = [20 * np.log10(np.sqrt(np.mean(np.square(w, dtype=np.float64))) + 1e-10)
@@ -327,8 +350,11 @@ def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: 
         whisper = WhisperJudge()
     log(f"{len(clips)} held-out clips")
 
+    other_voice: list[np.ndarray] | None = None
+
     def row(name: str, waves: list[np.ndarray]) -> dict:
         r = score(clips, waves, synth.config, asr) | static_level(clips, waves)
+        r |= voice_similarity(clips, waves, other_voice)
         if whisper is not None:
             r |= judge_speech(clips, waves, whisper)
         log(f"{name} {({k: v for k, v in r.items() if k != 'transcripts'})}")
@@ -336,10 +362,11 @@ def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: 
 
     result = {"model_name": synth.manifest.name, "precision": synth.precision, "n_clips": len(clips), "steps": steps,
               "cfg": cfg}
+    rows = teacher_rows(clips, synth, teacher) if teacher is not None else {}
+    other_voice = rows.get("teacher")  # another voice (the teacher's) saying the same words
     result["reference"] = row("reference", [c.wave for c in clips])
-    if teacher is not None:
-        for name, waves in teacher_rows(clips, synth, teacher).items():
-            result[name] = row(name, waves)
+    for name, waves in rows.items():
+        result[name] = row(name, waves)
     result["model"] = row(
         "model", generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
     )
