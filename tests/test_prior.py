@@ -142,3 +142,25 @@ def test_teacher_reads_text_and_rebuilds_a_damaged_cache(tmp_path, monkeypatch) 
     wave = T.KokoroTeacher(threads=1).speak("Hello there.", "en-us")
     assert 0.4 < len(wave) / 16000 < 3.0
     assert 0.02 < float(np.sqrt(np.mean(wave**2))) < 0.5
+
+
+def test_warm_start_begins_on_the_path_to_the_guess() -> None:
+    from vssflow_cli.sampler import sample
+
+    rng = np.random.default_rng(0)
+    guess = rng.normal(size=(1, 10, 4)).astype(np.float32)
+    noise = rng.normal(size=(1, 10, 4)).astype(np.float32)
+
+    def still(x, t, conds):  # a network that moves nothing: the result is where the ODE started
+        return np.zeros_like(x)
+
+    def to_data(x, t, conds):  # the exact OT velocity towards `target` from wherever the state is
+        return (target - x) / np.maximum(1.0 - t[:, None, None], 1e-3)
+
+    res = sample(still, {}, (1, 10, 4), steps=4, cfg=1.0, x0=noise, start=guess, t_start=0.9)
+    np.testing.assert_allclose(res.x, 0.1 * noise + 0.9 * guess, rtol=1e-5, atol=1e-6)
+    target = guess + 1.0
+    res = sample(to_data, {}, (1, 10, 4), solver="euler", steps=8, cfg=1.0, x0=noise, start=guess, t_start=0.5)
+    np.testing.assert_allclose(res.x, target, atol=1e-4)
+    with pytest.raises(ValueError, match="fixed-step"):
+        sample(still, {}, (1, 10, 4), solver="dopri5", x0=noise, start=guess, t_start=0.5)

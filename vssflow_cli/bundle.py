@@ -46,9 +46,12 @@ class SamplerDefaults:
     solver: str = "midpoint"
     steps: int = 16
     cfg: float = 3.0
+    # dubbing with an acoustic prior: start the ODE at this flow time from the prior's latents (0 = from noise);
+    # see vssflow_cli.sampler.sample's warm start
+    prior_start: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"solver": self.solver, "steps": self.steps, "cfg": self.cfg}
+        return {"solver": self.solver, "steps": self.steps, "cfg": self.cfg, "prior_start": self.prior_start}
 
 
 @dataclass(frozen=True)

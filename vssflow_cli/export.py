@@ -237,6 +237,12 @@ def torch_vs_onnx_max_rel_err(
 
 # --------------------------------------------------------------------------- bundle
 
+# Where a dub's sampling starts on the flow path from the teacher's latents. Measured on 12 held-out English clips
+# with the 1,500-step fine-tune (Whisper WER): from noise 1.7, t = 0.5: 1.23, 0.7: 0.58, 0.8: 0.40, 0.9: 0.18; the
+# warped teacher alone 0.10. Lower it when a model carries the prior's words by itself.
+PRIOR_START = 0.9
+
+
 def export_bundle(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -304,7 +310,7 @@ def export_bundle(
             config=ckpt.config,
             files=files,
             phoneme_vocab=list(PHONEME_VOCAB),
-            sampler=sampler or SamplerDefaults(),
+            sampler=sampler or SamplerDefaults(prior_start=PRIOR_START if ckpt.config.prior_dim else 0.0),
             licence=DEFAULT_LICENCE,
             name=name or out.resolve().name,
             created_from=file_sha256(ckpt_path),

@@ -74,6 +74,7 @@ class JobOptions:
     model: str | None = None  # --model NAME|PATH, None = embedded default
     asr_model: str | None = None
     overwrite: bool = False
+    warm_start: bool = False  # dub: start sampling from the teacher's latents (the bundle says where)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -306,9 +307,11 @@ def _generate(
             padded = np.zeros((1, n, *a.shape[1:]), a.dtype)
             padded[0, : e - s] = a[s:e]
             batch[name] = padded
+        warm = warm_start(synth, batch) if "prior" in batch and opts.warm_start else {}
         with clock("sampling"):
             latents = synth.sample(
-                batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step
+                batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step,
+                **warm,
             )
         progress("sampling", i + 1, total)
         with clock("decode_audio"):
@@ -316,6 +319,14 @@ def _generate(
             writer.write(fader.add(wave))
         progress("decode_audio", i + 1, total)
     return total
+
+
+def warm_start(synth: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Sampler arguments that start a dub's ODE from its prior (the bundle's ``sampler.prior_start``; {} if 0)."""
+    t0 = float(getattr(synth.manifest.sampler, "prior_start", 0.0))
+    if t0 <= 0.0:
+        return {}
+    return {"start": batch["prior"], "t_start": t0}
 
 
 def _generate_to(
@@ -415,7 +426,13 @@ def foley(
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         v, s = visual_features(video, info, clock, progress)
-        return {"video": v, "sync": s}
+        conds = {"video": v, "sync": s}
+        if synth.config.prior_dim:  # the model was trained to hear "nothing is said here" as the silent prior
+            from vssflow_cli.prior import prior_track
+
+            a = synth.config.audio
+            conds["prior"] = synth.encode_logmel(prior_track(len(v) * a.mel_per_latent, [], a.n_mels))
+        return conds
 
     return _finish("foley", video, out, info, opts, synth, build, progress, t0)
 
@@ -533,6 +550,7 @@ def dub(
         conds.update(video=video_feats, sync=sync)
         return conds
 
+    opts = dataclasses.replace(opts, warm_start=True)
     res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
     return dataclasses.replace(res, segments=placed_count[0] if placed_count else None, warnings=tuple(notes))
 

@@ -351,11 +351,14 @@ class Synthesizer:
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
         batch: int | None = None,
+        start: np.ndarray | None = None,
+        t_start: float = 0.0,
     ) -> np.ndarray:
         """Generate latents (B, n_frames, latent_channels) float32 by integrating the guided velocity.
 
         conds: name -> (B, ...) arrays (absent ones are zeros); steps/cfg/solver default to the
         bundle's sampler settings. Conditional and unconditional branches run as one batch of 2B.
+        ``start``/``t_start``: warm start from a guess of the latents (:func:`vssflow_cli.sampler.sample`).
         """
         from vssflow_cli import sampler
 
@@ -374,6 +377,8 @@ class Synthesizer:
                 cfg=float(cfg if cfg is not None else d.cfg),
                 seed=seed,
                 progress=progress,
+                start=start,
+                t_start=t_start,
             )
         except ValueError as e:  # bad solver / steps
             raise UsageError(f"{e}") from e

@@ -264,10 +264,18 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
 def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *, steps: int | None, cfg: float | None,
              seed: int, batch: int = 8, solver: str | None = None) -> list[np.ndarray]:
     """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip."""
+    from vssflow_cli.pipeline import warm_start
+
     w, spl = synth.config.window_frames, synth.config.audio.samples_per_latent
     out: list[np.ndarray] = []
-    for s in range(0, len(clips), batch):
-        idx = list(range(s, min(len(clips), s + batch)))
+    groups: list[list[int]] = []  # batches never mix kinds: speech starts from its prior like a dub, sound does not
+    for i, c in enumerate(clips):
+        if groups and len(groups[-1]) < batch and clips[groups[-1][0]].kind == c.kind:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for idx in groups:
+        s = idx[0]
         conds = {}
         for k in conds_of(idx[0]):
             arrs = []
@@ -277,7 +285,8 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
                 pad[: len(a)] = a
                 arrs.append(pad)
             conds[k] = np.stack(arrs)
-        lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s)
+        warm = warm_start(synth, conds) if clips[s].kind == "speech" and "prior" in conds else {}
+        lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s, **warm)
         waves = synth.decode(lat)
         out += [waves[j][: clips[i].frames * spl] for j, i in enumerate(idx)]
     return out
