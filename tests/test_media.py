@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
+from conftest import REPO, audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
 
 from vssflow_cli import media, mux
 from vssflow_cli.errors import InputError, OutputError
@@ -88,6 +92,60 @@ def test_closing_the_frame_stream_kills_ffmpeg(clip35: Path):
     assert _ffmpeg_children()
     frames.close()
     assert _ffmpeg_children() == []
+
+
+def _children(ppid: int, marker: str) -> list[int]:
+    """Live (not zombie) processes of parent ``ppid`` whose command line contains ``marker``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == ppid and marker in cmd and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_ffmpeg_dies_when_its_parent_is_killed(tmp_path: Path):
+    """Issue 13.5: SIGKILL of vssflow (OOM killer, closed ssh session) must not leave ffmpeg writing."""
+    out = tmp_path / "orphan-check.mkv"
+    code = (
+        "import sys\n"
+        "from vssflow_cli.media import run_ffmpeg\n"
+        "run_ffmpeg(['-re', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=25:duration=600', '-y',"
+        " 'file:' + sys.argv[1]], what='long', hint='none')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while not children and time.time() < deadline:
+            assert parent.poll() is None, "the parent exited before starting ffmpeg"
+            time.sleep(0.05)
+            children = _children(parent.pid, str(out))
+        assert children, "ffmpeg did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 2
+        while any(map(_alive, children)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, children)), "ffmpeg outlived its parent"
+    finally:
+        parent.kill()
+        for pid in filter(_alive, children):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_read_audio(clip12: Path, clip4_silent: Path):

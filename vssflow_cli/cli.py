@@ -436,11 +436,15 @@ def info(
         if as_json:
             print(json.dumps(d, ensure_ascii=False))
         else:
-            audio = f"{d['audio_codec']} {d['audio_rate']} Hz x{d['audio_channels']}" if d["has_audio"] else "none"
+            audio = "none"
+            if d["has_audio"]:
+                layout = f" ({d['audio_layout']})" if d["audio_layout"] else ""
+                audio = f"{d['audio_codec']} {d['audio_rate']} Hz {d['audio_channels']} ch{layout}"
             vfr = " (VFR)" if d["vfr"] else ""
+            subs = f", subtitles {' '.join(codec for _, codec in d['subtitles'])}" if d["subtitles"] else ""
             print(
                 f"{d['path']}: {d['duration']:.3f} s, {d['width']}x{d['height']} {d['video_codec']} "
-                f"{d['fps']:.3f} fps{vfr}, rotation {d['rotation']}, audio {audio}"
+                f"{d['fps']:.3f} fps{vfr}, rotation {d['rotation']}, audio {audio}{subs}"
             )
     return code
 
