@@ -111,6 +111,8 @@ case("dub malformed srt", EXIT_INPUT)(
 case("dub script not utf-8", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", _write(w / "l.txt", b"caf\xe9\n")])
 case("dub script type", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", _write(w / "s.docx", b"PK\x03\x04")])
 case("dub script missing", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", w / "none.txt"])
+case("dub script is /dev/zero", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["zero_script"]])
+case("dub script over 1 MB", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["long_script"]])
 case("dub no audio, no text", EXIT_INPUT)(lambda w, c: ["dub", c["silent"]])
 case("dub no text, no asr model", EXIT_USAGE)(lambda w, c: ["dub", c["face"]])
 case("transcribe without model", EXIT_USAGE)(lambda w, c: ["transcribe", c["face"], "-o", w / "s.srt"])
@@ -146,6 +148,9 @@ def assets(tmp_path_factory: pytest.TempPathFactory, clip_short: Path, face_clip
     shutil.copytree(test_bundle, a["bad_manifest"])
     (a["bad_manifest"] / "manifest.json").write_text("{ not json")
     a["script"] = _write(d / "script.txt", b"Hello world.\n")
+    a["zero_script"] = d / "zero.txt"
+    a["zero_script"].symlink_to("/dev/zero")
+    a["long_script"] = _write(d / "long.txt", b"Hello world.\n" * 80_000)
     a["short"] = clip_short
     return a
 
