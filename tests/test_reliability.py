@@ -86,6 +86,7 @@ case("shard 0/2", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "0/2"
 case("shard 3/2", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "3/2"])
 case("shard text", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "half"])
 case("output extension", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.txt"])
+case("output container cannot hold the video", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.webm"])
 case("-o with two inputs", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], c["clip2"], "-o", w / "o.mp4"])
 case("-o and --out-dir", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.mp4", "--out-dir", w])
 case("--wav with .mp4", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--wav", "-o", w / "o.mp4"])

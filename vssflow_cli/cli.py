@@ -281,6 +281,8 @@ def _run_task(
             return run_one(video, out, opts, synth[0], progress)
 
     def done(it: Item) -> None:
+        for warning in (it.result or {}).get("warnings", ()):
+            sys.stderr.write(f"vssflow: warning: {_one_line(warning)}\n")
         if as_json:
             print(_item_json(it), flush=True)
         elif it.status == "ok" and it.result:

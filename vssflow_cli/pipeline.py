@@ -107,6 +107,7 @@ class Result:
     stages: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
+    warnings: list[str] = field(default_factory=list)  # what the output left out (subtitle streams)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -354,7 +355,7 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
-    from vssflow_cli.mux import atomic_output, mux
+    from vssflow_cli.mux import atomic_output, mux, mux_warnings
 
     clock = _Clock()
     conds = build(clock, progress)
@@ -387,6 +388,7 @@ def _finish(
         precision=str(getattr(synth, "precision", "fp32")),
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
+        warnings=[] if opts.wav_only else mux_warnings(out, info),
         **extra,
     )
 
@@ -403,7 +405,7 @@ def foley(
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,), info=info)
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         v, s = visual_features(video, info, clock, progress)
@@ -473,7 +475,7 @@ def dub(
     script_path = Path(script) if script is not None else None
     phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,), info=info)
     pre = _Clock()
     segments = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
