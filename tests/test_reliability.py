@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ case("subtitles as video", EXIT_INPUT)(
     lambda w, c: ["foley", _write(w / "s.mkv", b"1\n00:00:00,000 --> 00:00:01,000\nhi\n")]
 )
 case("zero frames", EXIT_INPUT)(lambda w, c: ["foley", c["zero"]])
+case("container claims 1e10 s", EXIT_INPUT)(lambda w, c: ["foley", c["huge_claim"], "-o", w / "o.mkv"])
 case("steps 0", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "0"])
 case("steps negative", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "-3"])
 case("steps text", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "many"])
@@ -140,6 +142,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory, clip_short: Path, face_clip
     a["png"] = d / "i.png"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x32", "-frames:v", "0", "-c:v", "libx264", str(d / "zero.mp4"))
     a["zero"] = d / "zero.mp4"
+    a["huge_claim"] = _claim_duration(make_clip(d / "huge.mkv", 2, size="64x48"), 1e10)
     a["tampered"] = d / "tampered"
     shutil.copytree(test_bundle, a["tampered"])
     data = bytearray((a["tampered"] / "decoder.onnx").read_bytes())
@@ -154,6 +157,17 @@ def assets(tmp_path_factory: pytest.TempPathFactory, clip_short: Path, face_clip
     a["long_script"] = _write(d / "long.txt", b"Hello world.\n" * 80_000)
     a["short"] = clip_short
     return a
+
+
+def _claim_duration(mkv: Path, seconds: float) -> Path:
+    """Rewrite the Segment Duration of an ffmpeg-written Matroska file (EBML id 0x4489, an 8-byte float
+    in milliseconds): the header then claims ``seconds`` while the clusters hold what they held."""
+    data = bytearray(mkv.read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at > 0, "no 8-byte Duration element"
+    struct.pack_into(">d", data, at + 3, seconds * 1000)
+    mkv.write_bytes(bytes(data))
+    return mkv
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

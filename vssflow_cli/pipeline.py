@@ -161,8 +161,8 @@ def _timed_frames(
         frames.close()
     if done < TRUNCATED_FRACTION * expected - 2:
         raise InputError(
-            f"{path}: only {done / FEATURE_FPS:.1f} s of {info.duration:.1f} s could be decoded; "
-            "the file is truncated or corrupt, re-encode or repair it"
+            f"{path}: only {done / FEATURE_FPS:.1f} s of the {info.duration:.1f} s the file claims could be decoded; "
+            "it is truncated or its header is corrupt, re-encode or repair it"
         )
 
 
@@ -170,7 +170,9 @@ class _Track:
     """A per-frame feature track filled chunk by chunk into one preallocated array (no copies)."""
 
     def __init__(self, expected: int) -> None:
-        self.capacity, self.n = expected + CHUNK_FRAMES, 0
+        # ``expected`` follows the container's claimed duration, which may be absurd (1e10 s): reserve
+        # at most an hour up front and grow past it
+        self.capacity, self.n = min(expected, round(3600 * FEATURE_FPS)) + CHUNK_FRAMES, 0
         self.data: np.ndarray | None = None
 
     def append(self, x: np.ndarray) -> None:
