@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -231,6 +231,37 @@ def test_internal_errors_are_one_line_unless_debugging(tmp_path: Path, clip_shor
                        text=True)  # fmt: skip
     assert r.returncode == 70 and "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KB tmpfs, for a real "No space left on device" (mounting needs root; skipped otherwise)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}): needs root")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+@pytest.mark.parametrize("where", ["TMPDIR", "--wav output", "video output"])
+def test_full_disk_is_an_output_error(where: str, cli, tmp_path: Path, tiny_disk: Path, clip_short: Path) -> None:
+    """Issue 13.6: a full disk under the generated track or the output: exit 5 naming the file and
+    "no space left on device", and nothing partial left on either disk."""
+    work = tmp_path / "work"
+    work.mkdir()
+    clip = _copy(clip_short, work)
+    env = {"TMPDIR": str(tiny_disk)} if where == "TMPDIR" else {}
+    out = {"TMPDIR": work / "o.mp4", "--wav output": tiny_disk / "o.wav", "video output": tiny_disk / "o.mp4"}[where]
+    before = _snapshot(work)
+    r = cli("foley", clip, "-o", out, "--steps", "1", cwd=work, **env)
+    _assert_clean_failure(r, EXIT_OUTPUT, work, before, cli)
+    assert "no space left on device; free some space" in r.stderr, r.stderr
+    assert str(tiny_disk) in r.stderr  # the file that could not be written
+    assert files_in(tiny_disk) - {".ses"} == set()  # .ses: onnxruntime's own file in TMPDIR
 
 
 # --------------------------------------------------------------------------- fuzzing (hypothesis)

@@ -19,6 +19,7 @@ temp WAV that ffmpeg then muxes. The pipeline never prints: it reports through `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vssflow_cli.errors import InputError, UsageError
+from vssflow_cli.errors import InputError, OutputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -244,20 +245,46 @@ def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> n
 
 
 class _TrackWriter:
-    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed)."""
+    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed).
+
+    A failed write (a full disk, most often a small TMPDIR) is an OutputError naming the file.
+    """
 
     def __init__(self, path: Path, sr: int, n_total: int, subtype: str) -> None:
         import soundfile as sf
 
-        self.n_total, self.n = n_total, 0
+        self.path, self.n_total, self.n = path, n_total, 0
+        self.sample_bytes = 4 if subtype == "FLOAT" else 2
         fmt = "W64" if path.suffix == ".w64" else "WAV"  # Wave64: no 4 GB limit for the temp track
-        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+        with self._errors(1 << 16):
+            self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+
+    @contextmanager
+    def _errors(self, needed: int) -> Iterator[None]:
+        """OutputError for a failed open/write/close; libsndfile says only "System error." for a full
+        disk, so a disk with less than the ``needed`` bytes free is taken as the cause."""
+        import shutil
+
+        import soundfile as sf
+
+        try:
+            yield
+        except (sf.LibsndfileError, OSError) as e:
+            try:
+                full = shutil.disk_usage(self.path.parent).free < needed
+            except OSError:
+                full = False
+            why = "no space left on device" if full else str(e).strip().rstrip(".") or type(e).__name__
+            tmp = " or set TMPDIR to a disk with room" if Path(tempfile.gettempdir()) in self.path.parents else ""
+            msg = f"{self.path}: cannot write the generated track: {why}; free some space there{tmp}"
+            raise OutputError(msg) from e
 
     def write(self, samples: np.ndarray) -> None:
         import numpy as np
 
         take = samples[: max(0, self.n_total - self.n)]
-        self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
+        with self._errors(len(take) * self.sample_bytes):
+            self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
         self.n += len(take)
 
     def close(self) -> None:
@@ -266,13 +293,16 @@ class _TrackWriter:
 
         while self.n < self.n_total:
             k = min(self.n_total - self.n, 1 << 20)
-            self.f.write(np.zeros(k, np.float32))
+            with self._errors(k * self.sample_bytes):
+                self.f.write(np.zeros(k, np.float32))
             self.n += k
-        self.f.close()
+        with self._errors(1 << 16):
+            self.f.close()
 
     def discard(self) -> None:
-        """Close without padding (the file is being thrown away)."""
-        self.f.close()
+        """Close without padding (the file is being thrown away, maybe because writing failed)."""
+        with contextlib.suppress(Exception):
+            self.f.close()
 
 
 def _generate(
@@ -326,10 +356,10 @@ def _generate_to(
     writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype)
     try:
         n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+        writer.close()
     except BaseException:
         writer.discard()
         raise
-    writer.close()
     return n_windows
 
 
