@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
 
 from vssflow_cli import media, mux
-from vssflow_cli.errors import InputError, OutputError, UsageError
+from vssflow_cli.errors import EXIT_USAGE, ContainerError, InputError, OutputError
 
 FRAME = 1 / 25
 
@@ -229,7 +229,7 @@ def test_mux_other_containers(tmp_path: Path, clip_webm: Path, tone: Path, ext: 
 def test_mux_failure_leaves_nothing(tmp_path: Path, clip12: Path, clip4_silent: Path, tone: Path):
     with pytest.raises(OutputError, match="cannot write"):
         mux.mux(clip12, clip4_silent, tmp_path / "o.mp4")  # the "generated track" has no audio stream
-    with pytest.raises(UsageError, match="cannot hold"):
+    with pytest.raises(ContainerError, match="cannot hold"):
         mux.mux(clip12, tone, tmp_path / "h264-in.webm")  # WebM cannot hold H.264: refused before ffmpeg runs
     assert files_in(tmp_path) == {"gen.wav"}
 
@@ -344,8 +344,9 @@ def test_truncated_file_is_an_input_error(tmp_path: Path, clip12: Path):
 def test_unfit_container_is_refused_before_any_work(tmp_path: Path, clip12: Path):
     """Issue 13.12: `-o out.webm` for an H.264 input: exit 2 naming .webm and the extensions that fit."""
     info = media.probe(clip12)
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(ContainerError) as e:
         mux.check_output_path(tmp_path / "out.webm", overwrite=False, info=info)
+    assert e.value.exit_code == EXIT_USAGE
     assert str(e.value) == (f"{tmp_path / 'out.webm'}: a .webm file cannot hold this h264 video (vssflow never "
                             "re-encodes the picture); name the output with one of .mp4 .m4v .mov .mkv .ts .m2ts .mts "
                             ".flv .3gp")  # fmt: skip
@@ -388,7 +389,7 @@ def test_container_table_matches_ffmpeg(tmp_path: Path, sources: dict[str, Path]
         try:
             mux.check_container(out, info)
             allowed = True
-        except UsageError:
+        except ContainerError:
             allowed = False
         if (codec, ext) == ("h264", ".avi"):
             # AVI needs Annex B H.264; ffmpeg copies an MP4's length-prefixed packets into it and fails only

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vssflow_cli.errors import OutputError, UsageError
+from vssflow_cli.errors import ContainerError, OutputError, UsageError
 from vssflow_cli.media import MediaInfo, input_url, probe, run_ffmpeg
 
 if TYPE_CHECKING:
@@ -133,12 +133,12 @@ def _holds_video(ext: str, info: MediaInfo) -> bool:
 
 
 def check_container(out: str | os.PathLike[str], info: MediaInfo) -> None:
-    """UsageError, before any work, if the container of ``out`` cannot hold the input's video as it is."""
+    """ContainerError (exit 2), before any work, if the container of ``out`` cannot hold the input's video."""
     out = Path(out)
     ext = out.suffix.lower()
     if ext in AUDIO_CODECS and not _holds_video(ext, info):
         fit = " ".join(e for e in VIDEO_EXTS if _holds_video(e, info))
-        raise UsageError(
+        raise ContainerError(
             f"{out}: a {ext} file cannot hold this {info.video_codec} video (vssflow never re-encodes the "
             f"picture); name the output with one of {fit}"
         )
