@@ -301,7 +301,9 @@ class _TrackWriter:
 
     def discard(self) -> None:
         """Close without padding (the file is being thrown away, maybe because writing failed)."""
-        with contextlib.suppress(Exception):
+        import soundfile as sf
+
+        with contextlib.suppress(sf.LibsndfileError, OSError):
             self.f.close()
 
 
