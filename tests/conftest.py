@@ -180,6 +180,18 @@ def clip_webm(media_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def subtitled(media_dir: Path) -> Path:
+    """2 s MJPEG + AAC with a French SubRip track (MJPEG: a video most containers can hold)."""
+    srt = media_dir / "subtitles.srt"
+    srt.write_text("1\n00:00:00,200 --> 00:00:01,000\nBonjour\n\n2\n00:00:01,200 --> 00:00:01,800\nSalut\n")
+    out = media_dir / "subtitled.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-f", "lavfi", "-i", "sine=duration=2",
+           "-i", str(srt), "-c:v", "mjpeg", "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=fra",
+           str(out))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
 def face_clip(media_dir: Path) -> Path:
     """4 s talking face (mediapipe finds it) with a tone as audio."""
     return write_face_clip(media_dir / "face.mp4", 4)

@@ -147,6 +147,39 @@ def test_info_doctor_models(cli, clip_rotated: Path, test_bundle: Path, tmp_path
     assert r.returncode == 0 and "vssflow-tiny" in r.stdout
 
 
+def test_info_names_channels_and_layout(tmp_path: Path, capsys) -> None:
+    """Issue 13.18: `2 ch (stereo)`, `6 ch (5.1(side))`, never `x2`."""
+    from conftest import make_clip
+
+    from vssflow_cli import cli as cli_mod
+
+    surround = make_clip(tmp_path / "surround.mkv", 1, size="64x48",
+                         audio_args=("-af", "aformat=channel_layouts=5.1", "-c:a", "ac3"))  # fmt: skip
+    stereo = make_clip(tmp_path / "stereo.mp4", 1, size="64x48", audio_args=("-ac", "2", "-c:a", "ac3"))
+    assert cli_mod.run(["info", str(surround), str(stereo)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("audio ac3 44100 Hz 6 ch (5.1(side))"), lines
+    assert lines[1].endswith("audio ac3 44100 Hz 2 ch (stereo)"), lines
+    assert cli_mod.run(["info", str(stereo), "--json"]) == 0
+    assert '"audio_layout": "stereo"' in capsys.readouterr().out
+
+
+def test_subtitles_are_kept_or_reported(cli, tmp_path: Path, subtitled: Path) -> None:
+    """Issue 13.13: kept in MKV; an AVI output cannot hold them, and the run says so (stderr and JSON)."""
+    import av
+
+    r = cli("foley", subtitled, "-o", tmp_path / "o.mkv", "--steps", "1")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        assert [s.metadata.get("language") for s in c.streams.subtitles] == ["fra"]
+    r = cli("foley", subtitled, "-o", tmp_path / "o.avi", "--steps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    note = f"{tmp_path / 'o.avi'}: 1 subtitle stream (subrip) left out, .avi cannot hold it; write .mp4 or .mov or .mkv"
+    assert res["warnings"] == [note + " to keep it"]
+    assert r.stderr == f"vssflow: warning: {note} to keep it\n"
+
+
 def test_dub_with_script(cli, tmp_path: Path, face_clip: Path) -> None:
     script = tmp_path / "script.txt"
     script.write_text("Hello there. This is a test of dubbing.\n", encoding="utf-8")

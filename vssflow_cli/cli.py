@@ -112,6 +112,8 @@ def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], 
     live = console.is_terminal and not os.environ.get("VSSFLOW_NO_PROGRESS")
 
     def done(it: Item) -> None:
+        for warning in (it.result or {}).get("warnings", ()):
+            sys.stderr.write(f"vssflow: warning: {_one_line(warning)}\n")
         if as_json:
             print(it.to_json(), flush=True)
         elif it.status == "ok" and it.result:

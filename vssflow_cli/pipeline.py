@@ -19,6 +19,7 @@ temp WAV that ffmpeg then muxes. The pipeline never prints: it reports through `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vssflow_cli.errors import InputError, UsageError
+from vssflow_cli.errors import InputError, OutputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,7 +108,7 @@ class Result:
     stages: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
-    warnings: tuple[str, ...] = ()  # things the user should know (e.g. a script line too fast for its span)
+    warnings: tuple[str, ...] = ()  # what the user should know: subtitle streams left out, a script line too fast
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,8 +162,8 @@ def _timed_frames(
         frames.close()
     if done < TRUNCATED_FRACTION * expected - 2:
         raise InputError(
-            f"{path}: only {done / FEATURE_FPS:.1f} s of {info.duration:.1f} s could be decoded; "
-            "the file is truncated or corrupt, re-encode or repair it"
+            f"{path}: only {done / FEATURE_FPS:.1f} s of the {info.duration:.1f} s the file claims could be decoded; "
+            "it is truncated or its header is corrupt, re-encode or repair it"
         )
 
 
@@ -170,7 +171,9 @@ class _Track:
     """A per-frame feature track filled chunk by chunk into one preallocated array (no copies)."""
 
     def __init__(self, expected: int) -> None:
-        self.capacity, self.n = expected + CHUNK_FRAMES, 0
+        # ``expected`` follows the container's claimed duration, which may be absurd (1e10 s): reserve
+        # at most an hour up front and grow past it
+        self.capacity, self.n = min(expected, round(3600 * FEATURE_FPS)) + CHUNK_FRAMES, 0
         self.data: np.ndarray | None = None
 
     def append(self, x: np.ndarray) -> None:
@@ -242,14 +245,39 @@ def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> n
 
 
 class _TrackWriter:
-    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed)."""
+    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed).
+
+    A failed write (a full disk, most often a small TMPDIR) is an OutputError naming the file.
+    """
 
     def __init__(self, path: Path, sr: int, n_total: int, subtype: str, gate: Callable | None = None) -> None:
         import soundfile as sf
 
-        self.n_total, self.n, self.gate = n_total, 0, gate
+        self.path, self.n_total, self.n, self.gate = path, n_total, 0, gate
+        self.sample_bytes = 4 if subtype == "FLOAT" else 2
         fmt = "W64" if path.suffix == ".w64" else "WAV"  # Wave64: no 4 GB limit for the temp track
-        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+        with self._errors(1 << 16):
+            self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+
+    @contextmanager
+    def _errors(self, needed: int) -> Iterator[None]:
+        """OutputError for a failed open/write/close; libsndfile says only "System error." for a full
+        disk, so a disk with less than the ``needed`` bytes free is taken as the cause."""
+        import shutil
+
+        import soundfile as sf
+
+        try:
+            yield
+        except (sf.LibsndfileError, OSError) as e:
+            try:
+                full = shutil.disk_usage(self.path.parent).free < needed
+            except OSError:
+                full = False
+            why = "no space left on device" if full else str(e).strip().rstrip(".") or type(e).__name__
+            tmp = " or set TMPDIR to a disk with room" if Path(tempfile.gettempdir()) in self.path.parents else ""
+            msg = f"{self.path}: cannot write the generated track: {why}; free some space there{tmp}"
+            raise OutputError(msg) from e
 
     def write(self, samples: np.ndarray) -> None:
         import numpy as np
@@ -257,7 +285,8 @@ class _TrackWriter:
         take = samples[: max(0, self.n_total - self.n)]
         if self.gate is not None:
             take = self.gate(take, self.n)
-        self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
+        with self._errors(len(take) * self.sample_bytes):
+            self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
         self.n += len(take)
 
     def close(self) -> None:
@@ -266,13 +295,18 @@ class _TrackWriter:
 
         while self.n < self.n_total:
             k = min(self.n_total - self.n, 1 << 20)
-            self.f.write(np.zeros(k, np.float32))
+            with self._errors(k * self.sample_bytes):
+                self.f.write(np.zeros(k, np.float32))
             self.n += k
-        self.f.close()
+        with self._errors(1 << 16):
+            self.f.close()
 
     def discard(self) -> None:
-        """Close without padding (the file is being thrown away)."""
-        self.f.close()
+        """Close without padding (the file is being thrown away, maybe because writing failed)."""
+        import soundfile as sf
+
+        with contextlib.suppress(sf.LibsndfileError, OSError):
+            self.f.close()
 
 
 def _generate(
@@ -329,15 +363,24 @@ def _generate_to(
     writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype, gate)
     try:
         n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+        writer.close()
     except BaseException:
         writer.discard()
         raise
-    writer.close()
     return n_windows
 
 
 def _n_latent(info: MediaInfo, synth: Any) -> int:
     return max(1, int(round(info.duration * synth.config.latent_fps)))
+
+
+def _check_output(out: Path, video: Path, info: MediaInfo, opts: JobOptions) -> None:
+    """Before any work: a container that can hold the input's video, then a writable, non-clobbering path."""
+    from vssflow_cli.mux import check_container
+    from vssflow_cli.output import check_output_path
+
+    check_container(out, info)
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
 
 
 def _default_mix(opts: JobOptions, info: MediaInfo) -> str:
@@ -360,7 +403,7 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
-    from vssflow_cli.mux import mux
+    from vssflow_cli.mux import mux, mux_warnings
     from vssflow_cli.output import atomic_output
 
     clock = _Clock()
@@ -395,6 +438,7 @@ def _finish(
         precision=str(getattr(synth, "precision", "fp32")),
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
+        warnings=() if opts.wav_only else tuple(mux_warnings(out, info)),
         **extra,
     )
 
@@ -405,13 +449,12 @@ def foley(
 ) -> Result:  # fmt: skip
     """Generate sound effects for ``video`` and write ``out`` (a video, or a WAV if ``opts.wav_only``)."""
     from vssflow_cli.media import probe
-    from vssflow_cli.output import check_output_path
 
     t0 = time.perf_counter()
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    _check_output(out, video, info, opts)
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         v, s = visual_features(video, info, clock, progress)
@@ -489,7 +532,6 @@ def dub(
 
     from vssflow_cli.lips import lip_motion_spans
     from vssflow_cli.media import probe
-    from vssflow_cli.output import check_output_path
     from vssflow_cli.prior import SpanGate, speaking_rate_warnings
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
 
@@ -499,7 +541,7 @@ def dub(
     script_path = Path(script) if script is not None else None
     phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    _check_output(out, video, info, opts)
     pre = _Clock()
     segments = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
@@ -534,7 +576,9 @@ def dub(
         return conds
 
     res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
-    return dataclasses.replace(res, segments=placed_count[0] if placed_count else None, warnings=tuple(notes))
+    return dataclasses.replace(
+        res, segments=placed_count[0] if placed_count else None, warnings=(*res.warnings, *notes)
+    )
 
 
 def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s: float = 0.1) -> np.ndarray:
