@@ -79,13 +79,27 @@ MixOpt = Annotated[
     typer.Option(
         "--mix",
         help=(
-            "replace: drop the original sound; add: mix under it; keep: original first, generated as a "
-            "2nd track. Default: keep if the video has sound (never drop it silently), else replace."
+            "replace: drop the original sound; add: mix 6 LU under it, in its channel layout (see --gain-db); "
+            "keep: original first, generated as a 2nd track. Default: keep if the video has sound (never drop "
+            "it silently), else replace."
         ),
     ),
 ]
 GainDb = Annotated[
-    Optional[float], typer.Option("--gain-db", help="Gain of the generated track in dB (default: -6 for add, else 0).")
+    Optional[float],
+    typer.Option(
+        "--gain-db",
+        help="Level of the generated track from its reference, in dB: for add the original's loudness "
+        "(default -6: under it), else the --loudness target (default 0).",
+    ),
+]
+Loudness = Annotated[
+    Optional[float],
+    typer.Option(
+        "--loudness",
+        help="Target integrated loudness of the generated track in LUFS (EBU R128; default -23 foley, -16 dub; "
+        "true peak kept <= -1 dBTP; near-silent tracks are left as they are). add: used if the original is silent.",
+    ),
 ]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
 Cfg = Annotated[
@@ -320,6 +334,7 @@ def foley(
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -339,7 +354,7 @@ def foley(
     from vssflow_cli.pipeline import foley as run_foley
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
-                        device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
+                        loudness=loudness, device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
     return _run_task("foley", videos, from_list, output, out_dir, wav, shard, report, skip_existing, as_json, make,
                      run_foley)  # fmt: skip
 
@@ -357,6 +372,7 @@ def dub(
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -378,7 +394,7 @@ def dub(
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
         raise UsageError("--text is the script of one video; dub one video at a time with --text")
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db, lang=lang,
-                        asr_model=asr_model, device=device, precision=precision, model=model,
+                        loudness=loudness, asr_model=asr_model, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
 
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
