@@ -51,7 +51,8 @@ _KNOWN = _SURROUND | _LFE | {"FL", "FR", "FC", "FLC", "FRC", "TC", "TFL", "TFC",
 
 
 def k_weighting_sos(sample_rate: float) -> np.ndarray:
-    """K-weighting as two biquads ``(2, 6)`` (scipy sos) for ``sample_rate``; at 48 kHz the BS.1770-4 table."""
+    """K-weighting as two biquads ``(2, 6)`` (b0 b1 b2 a0 a1 a2 rows) for ``sample_rate``; at 48 kHz the BS.1770-4
+    table."""
     import numpy as np
 
     # Stage 1, high shelf (+4 dB above ~1.7 kHz): the head's acoustic effect.
@@ -83,27 +84,71 @@ def _db(power_or_amplitude: float, *, power: bool) -> float:
     return (10 if power else 20) * math.log10(power_or_amplitude)
 
 
+def k_weighting_ir(sample_rate: float) -> np.ndarray:
+    """Impulse response of the K-weighting, cut where it has decayed below 1e-12 of its peak: ``(L,)``.
+
+    Sampled from the biquads' frequency response over 0.5 s or more (the slowest pole, the 38 Hz high
+    pass, decays by e^-100 in that time), so the time aliasing is far below float64 precision.
+    Filtering by FFT convolution with it keeps scipy.signal (up to a second or two to import) off the run.
+    """
+    import numpy as np
+
+    n = 1 << max(12, math.ceil(math.log2(0.5 * sample_rate)))
+    z = np.exp(-1j * np.pi * np.arange(n // 2 + 1) / (n // 2))  # z^-1 on the rfft grid
+    h = np.ones_like(z)
+    for b0, b1, b2, _, a1, a2 in k_weighting_sos(sample_rate):
+        h *= (b0 + b1 * z + b2 * z * z) / (1 + a1 * z + a2 * z * z)
+    ir = np.fft.irfft(h, n)
+    keep = np.nonzero(np.abs(ir) > 1e-12 * np.abs(ir).max())[0][-1] + 1
+    return ir[:keep]
+
+
+class _Convolver:
+    """Streaming FIR filtering ``(n, channels)`` by FFT, overlap-add: the same output as one long convolution."""
+
+    def __init__(self, h: np.ndarray, channels: int) -> None:
+        import numpy as np
+
+        self.h = h
+        self.tail = np.zeros((len(h) - 1, channels))  # what earlier chunks still add to the next samples
+        self._spectra: dict[int, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np
+        from scipy import fft  # float32 transforms: ~3x numpy's float64 ones, ample for block energies
+
+        n = len(x)
+        size = 1 << math.ceil(math.log2(n + len(self.h) - 1))
+        if size not in self._spectra:
+            self._spectra[size] = fft.rfft(self.h, size).astype(np.complex64)[:, None]
+        spectrum = fft.rfft(x.astype(np.float32), size, axis=0) * self._spectra[size]
+        y = fft.irfft(spectrum, size, axis=0)[: n + len(self.h) - 1].astype(np.float64)
+        y[: len(self.tail)] += self.tail
+        self.tail = y[n:].copy()
+        return y[:n]
+
+
 class TruePeakMeter:
     """Largest magnitude of the signal oversampled ``ceil(192 kHz / rate)`` times, chunk by chunk.
 
-    The interpolation filter is a windowed sinc whose zeros fall on the input samples, so the
-    original samples pass through unchanged and the true peak is never below the sample peak.
+    Interpolation is polyphase with a Kaiser-windowed sinc (12 taps a phase) whose zeros fall on the
+    input samples: phase 0 is the input itself, so the true peak is never below the sample peak.
     """
 
     def __init__(self, sample_rate: float, channels: int = 1) -> None:
         import numpy as np
-        from scipy.signal import firwin
 
-        self.up = max(1, math.ceil(_TP_RATE / sample_rate))
+        self.up = up = max(1, math.ceil(_TP_RATE / sample_rate))
         self.peak = 0.0
-        if self.up > 1:
-            self.h = firwin(self.up * _TP_TAPS_PER_PHASE + 1, 1.0 / self.up, window=("kaiser", 8.0)) * self.up
-            self.context = np.zeros((_TP_TAPS_PER_PHASE + 1, channels))  # silence before the start
+        taps = up * _TP_TAPS_PER_PHASE + 1  # centred on a sample: index up * P / 2
+        h = np.sinc((np.arange(taps) - (taps - 1) / 2) / up) * np.kaiser(taps, 8.0)
+        h = np.concatenate([h, np.zeros(up * (_TP_TAPS_PER_PHASE + 1) - taps)])
+        self.phases = h.reshape(-1, up).T[:, ::-1]  # (up, P + 1): phase p = h[p::up], reversed for correlate
+        self.context = np.zeros((_TP_TAPS_PER_PHASE, channels))  # silence before the start
 
     def push(self, x: np.ndarray) -> None:
         """Add ``x`` (n, channels)."""
         import numpy as np
-        from scipy.signal import upfirdn
 
         if len(x) == 0:
             return
@@ -111,12 +156,10 @@ class TruePeakMeter:
             self.peak = max(self.peak, float(np.abs(x).max()))
             return
         buf = np.concatenate([self.context, x])
-        y = upfirdn(self.h, buf, self.up, axis=0)
-        # outputs with a complete past (m >= L - 1) and no missing future (m <= up * (len - 1))
-        valid = y[len(self.h) - 1 : self.up * (len(buf) - 1) + 1]
-        if len(valid):
-            self.peak = max(self.peak, float(np.abs(valid).max()))
-        self.context = buf[-len(self.context) :]
+        for c in range(buf.shape[1]):
+            for taps in self.phases:  # outputs with every tap on a sample: one per sample of x
+                self.peak = max(self.peak, float(np.abs(np.correlate(buf[:, c], taps, "valid")).max()))
+        self.context = buf[len(buf) - len(self.context) :]
 
     def finish(self) -> float:
         """The true peak as a linear amplitude, the signal taken as followed by silence."""
@@ -139,8 +182,7 @@ class LoudnessMeter:
         self.rate = float(sample_rate)
         self.weights = np.asarray(weights, np.float64)
         n = len(self.weights)
-        self.sos = k_weighting_sos(self.rate)
-        self.zi = np.zeros((len(self.sos), 2, n))
+        self.k_weighting = _Convolver(k_weighting_ir(self.rate), n)
         self.step = max(1, round(STEP_SECONDS * self.rate))  # samples per 100 ms segment
         self.per_block = round(BLOCK_SECONDS / STEP_SECONDS)  # 4 segments per 400 ms block
         self.segments: list[np.ndarray] = []  # (k, channels) sums of squares of K-weighted samples
@@ -161,12 +203,11 @@ class LoudnessMeter:
 
     def _push(self, x: np.ndarray) -> None:
         import numpy as np
-        from scipy.signal import sosfilt
 
         self.sample_peak = max(self.sample_peak, float(np.abs(x).max()))
         if self.tp is not None:
             self.tp.push(x)
-        y, self.zi = sosfilt(self.sos, x, axis=0, zi=self.zi)
+        y = self.k_weighting(x)
         sq = np.concatenate([self.pending, y * y])
         k = len(sq) // self.step
         if k:
