@@ -97,7 +97,7 @@ Loudness = Annotated[
     Optional[float],
     typer.Option(
         "--loudness",
-        help="Target integrated loudness of the generated track in LUFS (EBU R128; default -23 foley, -16 dub; "
+        help="Target integrated loudness of the generated track in LUFS (EBU R128; default -23 foley, -20 dub; "
         "true peak kept <= -1 dBTP; near-silent tracks are left as they are). add: used if the original is silent.",
     ),
 ]

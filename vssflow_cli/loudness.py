@@ -1,7 +1,8 @@
 """Levels of the generated track: loudness (ITU-R BS.1770-4 / EBU R128), true peak, and the gain policy.
 
 Measurement follows BS.1770-4: K-weighting (a high shelf and a high pass, designed for any sample rate
-with the bilinear forms that give the standard's 48 kHz coefficients), mean square over 400 ms blocks
+with the bilinear forms that give the standard's 48 kHz coefficients; applied as an FFT convolution with
+their impulse response, so numpy and scipy.fft suffice), mean square over 400 ms blocks
 every 100 ms, channel weights (1.0 front, 1.41 surround, LFE left out), an absolute gate at -70 LUFS
 and a relative gate 10 LU below the loudness of the blocks that pass it. True peak is the largest
 magnitude of the signal oversampled to at least 192 kHz (4x at 48 kHz as in Annex 2; 12x at the
@@ -10,7 +11,7 @@ model's 16 kHz). Both run chunk by chunk, so a track of any length is measured i
 Policy (:func:`plan_levels`), applied once to the whole generated track, so its dynamics are kept:
 
 * the track is brought to a target integrated loudness: ``TARGET_LUFS`` for its task (foley -23,
-  dub -16), or ``--loudness``; with ``--mix add`` the target is the original's loudness plus an
+  dub -20), or ``--loudness``; with ``--mix add`` the target is the original's loudness plus an
   offset (``ADD_OFFSET_LU`` = -6 LU: under the original), or the absolute target if the original is
   silent (every block below the absolute gate);
 * ``--gain-db`` moves the track from that reference (default 0, or -6 for ``add``);
@@ -32,11 +33,16 @@ if TYPE_CHECKING:
 
     from vssflow_cli.media import MediaInfo
 
-# EBU R128 programme loudness for effects; AES TD1004/TD1008 (online, dialogue-led) for speech.
-TARGET_LUFS = {"foley": -23.0, "dub": -16.0}
+# Foley: EBU R128's programme loudness, which leaves the 22 dB of peak headroom impacts need (the embedded
+# model's footsteps peak 21 dB over their loudness). Dub: the quiet end of AES TD1004's -16..-20 LUFS for online
+# speech, the loudest a gain alone reaches for unprocessed speech (the model's peaks 18 dB over its loudness, so
+# at -16 the -1 dBTP ceiling would hold it at about -19 anyway; louder needs a limiter, which vssflow has not).
+TARGET_LUFS = {"foley": -23.0, "dub": -20.0}
 ADD_OFFSET_LU = -6.0  # --mix add: generated track this far below the original's loudness
 CEILING_DBTP = -1.0  # EBU R128 maximum true peak
-SILENCE_LUFS = -50.0  # quieter generated tracks are left as they are (no gain)
+# Quieter generated tracks are left as they are (no gain): 27 LU under the foley target, and 7-12 LU over a
+# track at issue 12's silence criterion (RMS -60 dBFS: white noise at 16 kHz reads -57.2 LUFS, pink -61.9).
+SILENCE_LUFS = -50.0
 LOUDNESS_RANGE = (-60.0, -5.0)  # accepted --loudness values
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
