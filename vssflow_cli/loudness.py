@@ -84,17 +84,15 @@ def channel_weight(name: str) -> float:
     return 1.41 if name in _SURROUND else 1.0
 
 
-def _db(power_or_amplitude: float, *, power: bool) -> float:
-    if power_or_amplitude <= 0:
-        return -math.inf
-    return (10 if power else 20) * math.log10(power_or_amplitude)
+def _amplitude_db(a: float) -> float:
+    return 20 * math.log10(a) if a > 0 else -math.inf
 
 
 def k_weighting_ir(sample_rate: float) -> np.ndarray:
     """Impulse response of the K-weighting, cut where it has decayed below 1e-12 of its peak: ``(L,)``.
 
     Sampled from the biquads' frequency response over 0.5 s or more (the slowest pole, the 38 Hz high
-    pass, decays by e^-100 in that time), so the time aliasing is far below float64 precision.
+    pass, decays by more than e^-100 in that time), so the time aliasing is far below float64 precision.
     Filtering by FFT convolution with it keeps scipy.signal (up to a second or two to import) off the run.
     """
     import numpy as np
@@ -247,8 +245,9 @@ class LoudnessMeter:
         return -0.691 + 10 * math.log10(float(gated.mean())) if len(gated) else -math.inf
 
     def result(self) -> Measurement:
+        """Integrated loudness and peaks so far (the true peak is the sample peak unless ``true_peak``)."""
         tp = self.tp.finish() if self.tp is not None else self.sample_peak
-        return Measurement(self.integrated(), _db(tp, power=False), _db(self.sample_peak, power=False))
+        return Measurement(self.integrated(), _amplitude_db(tp), _amplitude_db(self.sample_peak))
 
 
 @dataclass(frozen=True)
