@@ -57,14 +57,21 @@ def _opt(*flags: str, help: str = "", **kw: Any) -> Any:
     return typer.Option(*flags, help=help, **kw)
 
 
-MIX_HELP = ("replace: drop the original sound; add: mix under it; keep: original first, generated as a 2nd track. "
-            "Default: keep if the video has sound (never drop it silently), else replace.")
+MIX_HELP = ("replace: drop the original sound; add: mix 6 LU under it, in its channel layout (see --gain-db); "
+            "keep: original first, generated as a 2nd track. Default: keep if the video has sound (never drop it "
+            "silently), else replace.")
 Videos = Annotated[Optional[list[str]], typer.Argument(
     help="Input videos (a name starting with '-': put `--` first).", show_default=False)]
 Output = Annotated[Optional[Path], _opt("-o", "--output", help="Output file (one input); .wav writes only the audio.")]
 OutDir = Annotated[Optional[Path], _opt("--out-dir", help="Write outputs here (created if missing).")]
 MixOpt = Annotated[Optional[Mix], _opt("--mix", help=MIX_HELP)]
-GainDb = Annotated[Optional[float], _opt("--gain-db", help="Generated track's gain, dB (default: -6 for add, else 0).")]
+GainDb = Annotated[Optional[float], _opt("--gain-db", help="Level of the generated track from its reference, in dB: "
+                                         "for add the original's loudness (default -6: under it), else the "
+                                         "--loudness target (default 0).")]
+Loudness = Annotated[Optional[float], _opt("--loudness", help="Target integrated loudness of the generated track in "
+                                           "LUFS (EBU R128; default -23 foley, -20 dub; true peak kept <= -1 dBTP; "
+                                           "near-silent tracks are left as they are). add: used if the original is "
+                                           "silent.")]
 Steps = Annotated[Optional[int], _opt("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
 Cfg = Annotated[Optional[float], _opt("--cfg", min=0.0, max=100.0, help="Guidance weight (default: the model's).")]
 SolverOpt = Annotated[Optional[Solver], _opt("--solver", help="ODE solver (default: the model's).")]
@@ -149,6 +156,7 @@ def foley(
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -169,7 +177,8 @@ def foley(
     from vssflow_cli.pipeline import foley as run_foley
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
-                        device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
+                        loudness=loudness, device=device, precision=precision, model=model,
+                        overwrite=overwrite)  # fmt: skip
     req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
     return _run_task(req, as_json, make, run_foley)
 
@@ -184,6 +193,7 @@ def dub(
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -206,7 +216,7 @@ def dub(
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
         raise UsageError("--text is the script of one video; dub one video at a time with --text")
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db, lang=lang,
-                        asr_model=asr_model, device=device, precision=precision, model=model,
+                        loudness=loudness, asr_model=asr_model, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
 
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vssflow_cli.errors import ContainerError, OutputError, UsageError
+from vssflow_cli.loudness import audio_layout, upmix_filter
 from vssflow_cli.media import MediaInfo, input_url, probe, run_ffmpeg
 from vssflow_cli.output import atomic_output
 
@@ -147,15 +148,19 @@ def mux(
     gain_db: float | None = None,
     title: str = "vssflow foley",
     info: MediaInfo | None = None,
+    speech: bool = False,
 ) -> Path:
     """Remux ``video`` with the generated ``audio`` file into ``out``, atomically.
 
     The video stream is copied (``-c:v copy``): its packets are bit-identical to the input's.
     The generated track is encoded for the container and padded/trimmed to the video's duration.
     ``mix``: ``replace`` drops the original audio; ``add`` mixes the generated track under the
-    original at ``gain_db`` (default -6 dB); ``keep`` keeps the original audio first and adds the
-    generated one as a second, titled, non-default track. Subtitle streams are kept where the
-    container can hold them (see :func:`mux_warnings` for the others); chapters and metadata too.
+    original at ``gain_db`` (default -6 dB) in the original's channel layout (front left + right, or
+    the centre if ``speech``; see :func:`vssflow_cli.loudness.upmix_filter`); ``keep`` keeps the
+    original audio first and adds the generated one as a second, titled, non-default track.
+    The pipeline passes the gain its loudness policy chose (:mod:`vssflow_cli.loudness`). Subtitle
+    streams are kept where the container can hold them (see :func:`mux_warnings` for the others);
+    chapters and metadata too.
     """
     if mix not in MIX_MODES:
         raise UsageError(f"unknown --mix {mix!r}; use one of {', '.join(MIX_MODES)}")
@@ -176,11 +181,15 @@ def mux(
     args = ["-i", input_url(video), "-i", input_url(audio)]
     gen = f"[1:a:0]aresample=48000,volume={gain:.3f}dB"
     if mix == "add":
+        layout = audio_layout(video)
         graph = (
-            f"[0:a:0]aresample=48000,aformat=channel_layouts=stereo[o];"
-            f"{gen},aformat=channel_layouts=stereo[g];"
+            f"[0:a:0]aresample=48000,aformat=channel_layouts={layout.spec}[o];"
+            f"{gen},{upmix_filter(layout, speech=speech)}[g];"
             f"[o][g]amix=inputs=2:duration=longest:normalize=0,{fit}[gen]"
         )
+        # AVI's PCM holds any layout as it is; a bitrate is the stereo one, scaled per channel pair
+        if codec_args[:1] == ["-b:a"] and len(layout.names) > 2:
+            codec_args = ["-b:a", f"{int(codec_args[1][:-1]) * len(layout.names) // 2}k"]
     else:
         graph = f"{gen},{fit}[gen]"
     args += ["-filter_complex", graph, "-map", f"0:{info.video_index}"]

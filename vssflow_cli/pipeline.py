@@ -26,12 +26,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vssflow_cli.errors import InputError, OutputError, UsageError
+from vssflow_cli.errors import InputError, UsageError
+from vssflow_cli.loudness import LOUDNESS_RANGE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,7 +68,8 @@ class JobOptions:
     seed: int = 0
     solver: str | None = None
     mix: str | None = None  # None: "keep" if the video has sound, else "replace"
-    gain_db: float | None = None  # generated track gain; None: -6 dB for "add", else 0
+    gain_db: float | None = None  # dB from the reference level; None: -6 LU under the original for "add", else 0
+    loudness: float | None = None  # target LUFS of the generated track; None: the task's (vssflow_cli.loudness)
     wav_only: bool = False
     lang: str = "en-us"
     device: str = "auto"
@@ -87,6 +89,11 @@ class JobOptions:
             raise UsageError(f"--mix must be replace, add or keep, got {self.mix!r}")
         if self.gain_db is not None and not (-60.0 <= self.gain_db <= 24.0):
             raise UsageError(f"--gain-db must be between -60 and 24, got {self.gain_db}")
+        lo, hi = LOUDNESS_RANGE
+        if self.loudness is not None and not (lo <= self.loudness <= hi):
+            raise UsageError(
+                f"--loudness must be between {lo:g} and {hi:g} LUFS, got {self.loudness}; try --loudness -23"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -109,6 +116,7 @@ class Result:
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
     warnings: tuple[str, ...] = ()  # what the user should know: subtitle streams left out, a script line too fast
+    levels: dict[str, Any] | None = None  # loudness policy applied to the generated track (loudness.Levels)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -259,25 +267,10 @@ class _TrackWriter:
         with self._errors(1 << 16):
             self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
 
-    @contextmanager
-    def _errors(self, needed: int) -> Iterator[None]:
-        """OutputError for a failed open/write/close; libsndfile says only "System error." for a full
-        disk, so a disk with less than the ``needed`` bytes free is taken as the cause."""
-        import shutil
+    def _errors(self, needed: int) -> AbstractContextManager[None]:
+        from vssflow_cli.output import audio_write_errors
 
-        import soundfile as sf
-
-        try:
-            yield
-        except (sf.LibsndfileError, OSError) as e:
-            try:
-                full = shutil.disk_usage(self.path.parent).free < needed
-            except OSError:
-                full = False
-            why = "no space left on device" if full else str(e).strip().rstrip(".") or type(e).__name__
-            tmp = " or set TMPDIR to a disk with room" if Path(tempfile.gettempdir()) in self.path.parents else ""
-            msg = f"{self.path}: cannot write the generated track: {why}; free some space there{tmp}"
-            raise OutputError(msg) from e
+        return audio_write_errors(self.path, needed)
 
     def write(self, samples: np.ndarray) -> None:
         import numpy as np
@@ -403,6 +396,7 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
+    from vssflow_cli.loudness import level_track, write_with_gain
     from vssflow_cli.mux import mux, mux_warnings
     from vssflow_cli.output import atomic_output
 
@@ -414,17 +408,21 @@ def _finish(
     sr = synth.config.audio.sample_rate
     n_samples = int(round(info.duration * sr))
     mix = None if opts.wav_only else _default_mix(opts, info)
-    if opts.wav_only:
-        with atomic_output(out) as tmp:
-            n_windows = _generate_to(tmp, "PCM_16", synth, conds, n, n_samples, opts, clock, progress, gate)
-    else:
-        with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
-            wav = Path(tmpdir) / "generated.w64"
-            n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
-            progress("mux", 0, 1)
-            with clock("mux"):
-                mux(video, wav, out, mix=mix, gain_db=opts.gain_db, title=f"vssflow {task}", info=info)
-            progress("mux", 1, 1)
+    with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
+        wav = Path(tmpdir) / "generated.w64"
+        # the gate shapes the samples as they are written, so the levels are measured on the gated track
+        n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
+        progress("mux", 0, 1)
+        with clock("mux"):
+            levels = level_track(wav, task, loudness=opts.loudness, gain_db=opts.gain_db,
+                                 video=video if mix == "add" else None, info=info)  # fmt: skip
+            if opts.wav_only:
+                with atomic_output(out) as tmp:
+                    write_with_gain(wav, tmp, levels.gain_db)
+            else:
+                mux(video, wav, out, mix=mix, gain_db=levels.gain_db, title=f"vssflow {task}", info=info,
+                    speech=task == "dub")  # fmt: skip
+        progress("mux", 1, 1)
     return Result(
         task=task,
         input=str(video),
@@ -439,6 +437,7 @@ def _finish(
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
         warnings=() if opts.wav_only else tuple(mux_warnings(out, info)),
+        levels=levels.to_dict(),
         **extra,
     )
 
