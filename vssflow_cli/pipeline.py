@@ -68,7 +68,7 @@ class JobOptions:
     mix: str | None = None  # None: "keep" if the video has sound, else "replace"
     gain_db: float | None = None  # generated track gain; None: -6 dB for "add", else 0
     wav_only: bool = False
-    lang: str = "en-us"
+    lang: str | None = None  # espeak-ng voice; None: the transcription's language, else en-us
     device: str = "auto"
     precision: str = "auto"  # DiT graph: auto | fp32 | int8 (see vssflow_cli.runtime)
     model: str | None = None  # --model NAME|PATH, None = embedded default
@@ -414,28 +414,24 @@ def foley(
 
 def _script_segments(
     video: Path, script: Path | None, info: MediaInfo, opts: JobOptions, clock: _Clock, progress: Progress
-) -> list[Any]:
+) -> tuple[list[Any], str]:
+    """The script's segments and the espeak-ng voice to speak them with (transcribed: the detected language)."""
     from vssflow_cli.text import parse_script
 
     if script is not None:
-        return parse_script(script)
+        return parse_script(script), opts.lang or "en-us"
     if not info.has_audio:
         raise InputError(f"{video}: no audio to transcribe and no script; pass --text script.txt (or .srt/.vtt)")
-    if not opts.asr_model:
-        raise UsageError(
-            f"{video}: no --text given and no transcription model; pass --text script.txt (or .srt/.vtt), "
-            "or --asr-model PATH (a faster-whisper model folder)"
-        )
     from vssflow_cli.media import read_audio
-    from vssflow_cli.transcribe import transcribe
+    from vssflow_cli.transcribe import transcribe_full
 
     progress("transcribe", 0, 1)
     with clock("transcribe"):
-        segments = list(transcribe(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device))
+        t = transcribe_full(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device)
     progress("transcribe", 1, 1)
-    if not segments:
+    if not t.segments:
         raise InputError(f"{video}: no speech found in the original audio; pass the words with --text script.txt")
-    return segments
+    return t.segments, opts.lang or t.voice
 
 
 def _speaking_spans(video: Path, info: MediaInfo, lip_spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -471,11 +467,12 @@ def dub(
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     script_path = Path(script) if script is not None else None
-    phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
+    if opts.lang:
+        phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
     info = probe(video)
     check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
     pre = _Clock()
-    segments = _script_segments(video, script_path, info, opts, pre, progress)
+    segments, voice = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
@@ -488,7 +485,7 @@ def dub(
                     f"{script_path or video}: no script line falls inside the video's "
                     f"{info.duration:.1f} s; check the cue times"
                 )
-            spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
+            spans = [(s, e, phoneme_ids(phonemize(text, voice))) for s, e, text in placed]
             track = phoneme_track(spans, len(lip), FEATURE_FPS)
         placed_count.append(len(placed))
         video_feats, sync = visual_features(video, info, clock, progress)
