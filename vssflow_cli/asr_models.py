@@ -221,8 +221,10 @@ def assemble_packaged(model: PinnedModel = WHISPER_BASE, root: Path | None = Non
 # --------------------------------------------------------------------------- Hub
 
 
-def _hub_snapshot(repo: str, revision: str | None, files: list[str] | None) -> Path:
-    """Download (or, offline, find in the HF cache) a snapshot. Network boundary: ``hub._snapshot_download``."""
+def _hub_snapshot(repo: str, revision: str | None, files: list[str] | None, what: str = "") -> Path:
+    """Download (or, offline, find in the HF cache) a snapshot. Network boundary: ``hub._snapshot_download``.
+
+    ``what`` prefixes the error (default: the repo and revision)."""
     from vssflow_cli import hub
 
     offline = hub.is_offline()
@@ -233,7 +235,8 @@ def _hub_snapshot(repo: str, revision: str | None, files: list[str] | None) -> P
         )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - huggingface_hub raises many classes; all mean "not available"
         why = "HF_HUB_OFFLINE is set and it is not in the HF cache" if offline else type(e).__name__
-        raise ModelError(f"ASR model {repo}@{revision or 'main'} unavailable ({why}) — {INSTALL}, "
+        what = what or f"ASR model {repo}@{revision or 'main'}"
+        raise ModelError(f"{what} unavailable from the Hub ({why}) — {INSTALL}, "
                          "or pass --asr-model PATH to a faster-whisper folder") from e  # fmt: skip
     return Path(path)
 
@@ -283,7 +286,8 @@ def _from_spec(spec: str, source: str) -> AsrModel:
         where = "--asr-model" if source == "flag" else f"${ENV_VAR}"
         raise ModelError(f"ASR model folder not found: {spec} — point {where} at an existing faster-whisper folder")
     repo, _, revision = spec.partition("@")
-    return _verify_folder(_hub_snapshot(repo, revision or None, None), source)
+    what = f"ASR model {spec}: no such folder here, and"
+    return _verify_folder(_hub_snapshot(repo, revision or None, None, what), source)
 
 
 def find_asr_model(spec: str | os.PathLike[str] | None = None, *, download: bool = True) -> AsrModel:
