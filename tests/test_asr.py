@@ -191,6 +191,16 @@ def test_french_and_spanish_prompts_are_detected(packaged_whisper: Path) -> None
         assert t.language_probability > 0.5 and t.segments
 
 
+def test_detected_language_picks_the_espeak_voice() -> None:
+    from vssflow_cli.errors import UsageError
+    from vssflow_cli.transcribe import espeak_voice
+
+    got = [espeak_voice(c) for c in ("en", "fr", "es", "it", "ru", "de", "zh")]
+    assert got == ["en-us", "fr-fr", "es-419", "it", "ru", "de", "cmn"]  # the corpus's voices first
+    with pytest.raises(UsageError, match=r"detected as 'jw', which espeak-ng has no voice for — pass --lang"):
+        espeak_voice("jw")
+
+
 def test_dub_with_no_text_respeaks_the_original_speech(cli, packaged_whisper: Path, asr_cache: Path,
                                                        tmp_path: Path) -> None:  # fmt: skip
     import soundfile as sf

