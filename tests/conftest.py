@@ -278,3 +278,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- transcription
+
+
+@pytest.fixture(scope="session")
+def asr_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_CACHE_HOME for tests of the packaged Whisper model: assembled once per session, never in ~/.cache."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture
+def packaged_whisper(asr_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The packaged Whisper base (``vssflow[asr]``, part of the test extras), assembled into ``asr_cache``."""
+    from vssflow_cli.asr_models import find_asr_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(asr_cache))
+    monkeypatch.delenv("VSSFLOW_ASR_MODEL", raising=False)
+    model = find_asr_model(None, download=False)
+    assert model.source == "packaged", model
+    return model.path

@@ -117,8 +117,11 @@ case("dub script missing", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text",
 case("dub script is /dev/zero", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["zero_script"]])
 case("dub script over 1 MB", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["long_script"]])
 case("dub no audio, no text", EXIT_INPUT)(lambda w, c: ["dub", c["silent"]])
-case("dub no text, no asr model", EXIT_USAGE)(lambda w, c: ["dub", c["face"]])
-case("transcribe without model", EXIT_USAGE)(lambda w, c: ["transcribe", c["face"], "-o", w / "s.srt"])
+case("dub no text, asr model missing", EXIT_MODEL)(lambda w, c: ["dub", c["face"], "--asr-model", w / "no-asr"])
+case("transcribe, asr model missing", EXIT_MODEL)(
+    lambda w, c: ["transcribe", c["face"], "-o", w / "s.srt", "--asr-model", w / "no-asr"]
+)
+case("transcribe to .doc", EXIT_USAGE)(lambda w, c: ["transcribe", c["face"], "-o", w / "s.doc"])
 case("transcribe no audio", EXIT_INPUT)(lambda w, c: ["transcribe", c["silent"], "-o", w / "s.srt", "--asr-model", w])
 case("dub unknown language", EXIT_USAGE)(lambda w, c: ["dub", c["face"], "--text", c["script"], "--lang", "xx-nope"])
 case("dub --text with 2 videos", EXIT_USAGE)(lambda w, c: ["dub", c["face"], c["clip"], "--text", c["script"]])

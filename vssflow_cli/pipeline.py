@@ -71,7 +71,7 @@ class JobOptions:
     gain_db: float | None = None  # dB from the reference level; None: -6 LU under the original for "add", else 0
     loudness: float | None = None  # target LUFS of the generated track; None: the task's (vssflow_cli.loudness)
     wav_only: bool = False
-    lang: str = "en-us"
+    lang: str | None = None  # espeak-ng voice; None: the transcription's language, else en-us
     device: str = "auto"
     precision: str = "auto"  # DiT graph: auto | fp32 | int8 (see vssflow_cli.runtime)
     model: str | None = None  # --model NAME|PATH, None = embedded default
@@ -464,28 +464,24 @@ def foley(
 
 def _script_segments(
     video: Path, script: Path | None, info: MediaInfo, opts: JobOptions, clock: _Clock, progress: Progress
-) -> list[Any]:
+) -> tuple[list[Any], str]:
+    """The script's segments and the espeak-ng voice to speak them with (transcribed: the detected language)."""
     from vssflow_cli.text import parse_script
 
     if script is not None:
-        return parse_script(script)
+        return parse_script(script), opts.lang or "en-us"
     if not info.has_audio:
         raise InputError(f"{video}: no audio to transcribe and no script; pass --text script.txt (or .srt/.vtt)")
-    if not opts.asr_model:
-        raise UsageError(
-            f"{video}: no --text given and no transcription model; pass --text script.txt (or .srt/.vtt), "
-            "or --asr-model PATH (a faster-whisper model folder)"
-        )
     from vssflow_cli.media import read_audio
-    from vssflow_cli.transcribe import transcribe
+    from vssflow_cli.transcribe import transcribe_full
 
     progress("transcribe", 0, 1)
     with clock("transcribe"):
-        segments = list(transcribe(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device))
+        t = transcribe_full(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device)
     progress("transcribe", 1, 1)
-    if not segments:
+    if not t.segments:
         raise InputError(f"{video}: no speech found in the original audio; pass the words with --text script.txt")
-    return segments
+    return t.segments, opts.lang or t.voice
 
 
 def face_spans(lip: np.ndarray, fps: float = FEATURE_FPS, min_len_s: float = 0.3) -> list[tuple[float, float]]:
@@ -538,11 +534,12 @@ def dub(
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     script_path = Path(script) if script is not None else None
-    phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
+    if opts.lang:
+        phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
     info = probe(video)
     _check_output(out, video, info, opts)
     pre = _Clock()
-    segments = _script_segments(video, script_path, info, opts, pre, progress)
+    segments, voice = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
     notes: list[str] = []
 
@@ -559,14 +556,14 @@ def dub(
                     f"{script_path or video}: no script line falls inside the video's "
                     f"{info.duration:.1f} s; check the cue times"
                 )
-            spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
+            spans = [(s, e, phoneme_ids(phonemize(text, voice))) for s, e, text in placed]
             track = phoneme_track(spans, len(lip), FEATURE_FPS)
         placed_count.append(len(placed))
         notes.extend(speaking_rate_warnings(placed))
         conds: dict[str, Any] = {"phonemes": track.astype(np.int64), "lip": lip}
         if synth.config.prior_dim:
             with clock("teacher"):
-                conds["prior"] = _teacher_prior(synth, placed, lip, opts.lang)
+                conds["prior"] = _teacher_prior(synth, placed, lip, voice)
         # speech only inside the placed spans: the lips elsewhere must not make the model talk
         conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
         conds["_gate"] = SpanGate([(s, e) for s, e, _ in placed], synth.config.audio.sample_rate)
