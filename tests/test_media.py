@@ -205,6 +205,45 @@ def test_mux_copies_video_and_fits_audio(tmp_path: Path, clip12: Path, tone: Pat
     assert files_in(tmp_path) == {"gen.wav", "out.mp4"}
 
 
+def _audio_order(path: Path) -> list[tuple[str | None, bool]]:
+    """(title, default disposition) of each audio stream, in stream order."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [(s.metadata.get("title") or s.metadata.get("handler_name"),
+                 bool(s.disposition & av.stream.Disposition.default)) for s in c.streams.audio]  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi"])
+def test_keep_puts_the_generated_track_first_only_when_asked(tmp_path: Path, clip12: Path, tone: Path, ext: str):
+    """Issue 11.5: a dub's default keep puts the generated track first and default, the original second and not
+    default; plain keep (foley, or --mix keep) keeps the original first and default."""
+    src = clip12
+    if ext == ".avi":  # an AVI input (same container: the original is copied, so its index must be right)
+        from conftest import ffmpeg
+
+        src = tmp_path / "in.avi"
+        ffmpeg("-i", str(clip12), "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(src))
+    gen_first = mux.mux(src, tone, tmp_path / f"first{ext}", mix="keep", title="vssflow dub", generated_first=True)
+    plain = mux.mux(src, tone, tmp_path / f"plain{ext}", mix="keep", title="vssflow dub")
+    first, second = _audio_order(gen_first), _audio_order(plain)
+    if ext != ".avi":  # AVI has neither titles nor dispositions: there the order is what a player goes by
+        assert first[0] == ("vssflow dub", True) and first[1][0] != "vssflow dub" and not first[1][1], first
+        assert second[0][1] and second[1] == ("vssflow dub", False), second
+    # the tracks themselves: the original (440 Hz tone) and the generated one (1 kHz), in that order or reversed
+    for path, gen_index in ((gen_first, 0), (plain, 1)):
+        for i in range(2):
+            pcm = subprocess.run([media.ffmpeg_exe(), "-v", "error", "-i", f"file:{path}", "-map", f"0:a:{i}",
+                                  "-t", "1", "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+                                 check=True, capture_output=True).stdout  # fmt: skip
+            peak = int(np.argmax(np.abs(np.fft.rfft(np.frombuffer(pcm, np.float32)[:16000]))))
+            assert abs(peak - (1000 if i == gen_index else 440)) < 5, (path, i, peak)
+    d = stream_durations(gen_first)
+    assert len(d["audio"]) == 2 and all(abs(a - d["video"][0]) <= FRAME for a in d["audio"]), d
+    mux.mux(src, tone, tmp_path / f"replace{ext}", mix="replace", generated_first=True)  # no effect outside keep
+    assert len(_audio_order(tmp_path / f"replace{ext}")) == 1
+
+
 def test_mux_without_original_audio_falls_back_to_replace(tmp_path: Path, clip4_silent: Path, tone: Path):
     out = mux.mux(clip4_silent, tone, tmp_path / "o.mp4", mix="keep")
     d = stream_durations(out)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from vssflow_cli import __version__
+from vssflow_cli.console import one_line
 from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_USAGE, UsageError, VssflowError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _opt(*flags: str, help: str = "", **kw: Any) -> Any:
 
 MIX_HELP = ("replace: drop the original sound; add: mix 6 LU under it, in its channel layout (see --gain-db); "
             "keep: original first, generated as a 2nd track. Default: keep if the video has sound (never drop it "
-            "silently), else replace.")
+            "silently; a dub's speech then comes first, as the default track, the original second), else replace.")
 Videos = Annotated[Optional[list[str]], typer.Argument(
     help="Input videos (a name starting with '-': put `--` first).", show_default=False)]
 Output = Annotated[Optional[Path], _opt("-o", "--output", help="Output file (one input); .wav writes only the audio.")]
@@ -98,12 +99,8 @@ AsrModel = Annotated[Optional[str], _opt("--asr-model", help="Transcription mode
 # --------------------------------------------------------------------------- printing
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
-
-
 def _error(msg: str) -> None:
-    sys.stderr.write(f"vssflow: error: {_one_line(msg)}\n")
+    sys.stderr.write(f"vssflow: error: {one_line(msg)}\n")
     sys.stderr.flush()
 
 
@@ -113,7 +110,7 @@ def _error(msg: str) -> None:
 def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], run_one: RunOne) -> int:
     """Shared driver of foley/dub: plan the batch, run it with one model, print each outcome and a summary."""
     from vssflow_cli.batch import plan, run_task
-    from vssflow_cli.console import StageProgress, print_summary, stderr_console
+    from vssflow_cli.console import StageProgress, print_summary, print_warnings, result_line, stderr_console
 
     report, wav_only = plan(req)
     opts = make_options(wav_only)
@@ -121,13 +118,11 @@ def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], 
     live = console.is_terminal and not os.environ.get("VSSFLOW_NO_PROGRESS")
 
     def done(it: Item) -> None:
-        for warning in (it.result or {}).get("warnings", ()):
-            sys.stderr.write(f"vssflow: warning: {_one_line(warning)}\n")
+        print_warnings(it)
         if as_json:
             print(it.to_json(), flush=True)
         elif it.status == "ok" and it.result:
-            r = it.result
-            print(f"{it.input} -> {it.output} ({r['duration']:.1f} s, {r['wall']:.1f} s)", flush=True)
+            print(result_line(it), flush=True)
         elif it.status == "skipped":
             print(f"{it.input}: skipped, {it.output} exists", flush=True)
         if it.status == "failed":
@@ -295,7 +290,7 @@ def doctor(model: Model = None, as_json: Json = False) -> int:
             print(f"{'ok  ' if good else 'FAIL'} {name:<20} {detail}")
         for c in extras:
             state = "available" if c.available else f"not available — enable with `{c.enable}`"
-            print(f"opt  {c.name:<20} {state}: {_one_line(c.detail)[:200]}")
+            print(f"opt  {c.name:<20} {state}: {one_line(c.detail)[:200]}")
     return 0 if ok else EXIT_MODEL
 
 

@@ -149,6 +149,7 @@ def mux(
     title: str = "vssflow foley",
     info: MediaInfo | None = None,
     speech: bool = False,
+    generated_first: bool = False,
 ) -> Path:
     """Remux ``video`` with the generated ``audio`` file into ``out``, atomically.
 
@@ -157,7 +158,8 @@ def mux(
     ``mix``: ``replace`` drops the original audio; ``add`` mixes the generated track under the
     original at ``gain_db`` (default -6 dB) in the original's channel layout (front left + right, or
     the centre if ``speech``; see :func:`vssflow_cli.loudness.upmix_filter`); ``keep`` keeps the
-    original audio first and adds the generated one as a second, titled, non-default track.
+    original audio first and adds the generated one as a second, titled, non-default track, or, with
+    ``generated_first`` (a dub's default), the generated track first and default, the original after it.
     The pipeline passes the gain its loudness policy chose (:mod:`vssflow_cli.loudness`). Subtitle
     streams are kept where the container can hold them (see :func:`mux_warnings` for the others);
     chapters and metadata too.
@@ -193,18 +195,21 @@ def mux(
     else:
         graph = f"{gen},{fit}[gen]"
     args += ["-filter_complex", graph, "-map", f"0:{info.video_index}"]
-    if mix == "keep":
-        args += ["-map", "0:a"]
-    args += ["-map", "[gen]", "-c:v", "copy"]
+    first = generated_first and mix == "keep"
+    g = 0 if first else n_orig  # output audio index of the generated track
+    orig_maps = ["-map", "0:a"] if mix == "keep" else []
+    args += (["-map", "[gen]", *orig_maps] if first else [*orig_maps, "-map", "[gen]"]) + ["-c:v", "copy"]
     args += _subtitle_plan(info, ext)[0]
     same_container = Path(info.path).suffix.lower() == ext
     for i in range(n_orig + 1):
         # options per output stream: a bare -b:a would also retime a copied PCM track in AVI
         encode = [f"-c:a:{i}", codec, *(f"{a}:{i}" if a.startswith("-") else a for a in codec_args)]
-        args += [f"-c:a:{i}", "copy"] if i < n_orig and same_container else encode
+        args += [f"-c:a:{i}", "copy"] if i != g and same_container else encode
     label = title if mix != "add" else f"original + {title}"
-    args += [f"-metadata:s:a:{n_orig}", f"title={label}", f"-metadata:s:a:{n_orig}", f"handler_name={label}"]
-    args += [f"-disposition:a:{n_orig}", "0" if mix == "keep" else "default"]
+    args += [f"-metadata:s:a:{g}", f"title={label}", f"-metadata:s:a:{g}", f"handler_name={label}"]
+    args += [f"-disposition:a:{g}", "0" if mix == "keep" and not first else "default"]
+    if first:  # the originals follow, none of them default
+        args += [a for i in range(1, n_orig + 1) for a in (f"-disposition:a:{i}", "0")]
     if ext in (".mp4", ".m4v", ".mov"):
         args += ["-movflags", "+faststart"]
     args += ["-map_metadata", "0", "-map_chapters", "0"]

@@ -67,7 +67,7 @@ class JobOptions:
     cfg: float | None = None
     seed: int = 0
     solver: str | None = None
-    mix: str | None = None  # None: "keep" if the video has sound, else "replace"
+    mix: str | None = None  # None: "keep" if the video has sound (dub: its speech first), else "replace"
     gain_db: float | None = None  # dB from the reference level; None: -6 LU under the original for "add", else 0
     loudness: float | None = None  # target LUFS of the generated track; None: the task's (vssflow_cli.loudness)
     wav_only: bool = False
@@ -117,6 +117,7 @@ class Result:
     segments: int | None = None  # dub: script segments placed
     warnings: tuple[str, ...] = ()  # what the user should know: subtitle streams left out, a script line too fast
     levels: dict[str, Any] | None = None  # loudness policy applied to the generated track (loudness.Levels)
+    audio_tracks: tuple[str, ...] = ()  # the output's audio tracks in order, the first one default; () for a WAV
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -383,6 +384,26 @@ def _default_mix(opts: JobOptions, info: MediaInfo) -> str:
     return opts.mix or "keep"
 
 
+def _generated_first(task: str, opts: JobOptions, mix: str | None) -> bool:
+    """A dub with no --mix keeps the original as a second track and makes its speech the first, default one
+    (issue 11.5: the dub is what the user asked to hear); foley and an explicit ``--mix keep`` put the original
+    first."""
+    return task == "dub" and opts.mix is None and mix == "keep"
+
+
+def _audio_tracks(task: str, opts: JobOptions, mix: str | None, info: MediaInfo) -> tuple[str, ...]:
+    """The output's audio tracks in order, the first being the default one ("original" for kept ones)."""
+    gen = f"vssflow {task}"
+    if mix is None:
+        return ()
+    if mix == "add":
+        return (f"original + {gen}",)
+    if mix == "replace":
+        return (gen,)
+    originals = ("original",) * info.n_audio
+    return (gen, *originals) if _generated_first(task, opts, mix) else (*originals, gen)
+
+
 def _finish(
     task: str,
     video: Path,
@@ -421,7 +442,7 @@ def _finish(
                     write_with_gain(wav, tmp, levels.gain_db)
             else:
                 mux(video, wav, out, mix=mix, gain_db=levels.gain_db, title=f"vssflow {task}", info=info,
-                    speech=task == "dub")  # fmt: skip
+                    speech=task == "dub", generated_first=_generated_first(task, opts, mix))  # fmt: skip
         progress("mux", 1, 1)
     return Result(
         task=task,
@@ -438,6 +459,7 @@ def _finish(
         wall=time.perf_counter() - t0,
         warnings=() if opts.wav_only else tuple(mux_warnings(out, info)),
         levels=levels.to_dict(),
+        audio_tracks=_audio_tracks(task, opts, mix, info),
         **extra,
     )
 
