@@ -180,6 +180,18 @@ def clip_webm(media_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def subtitled(media_dir: Path) -> Path:
+    """2 s MJPEG + AAC with a French SubRip track (MJPEG: a video most containers can hold)."""
+    srt = media_dir / "subtitles.srt"
+    srt.write_text("1\n00:00:00,200 --> 00:00:01,000\nBonjour\n\n2\n00:00:01,200 --> 00:00:01,800\nSalut\n")
+    out = media_dir / "subtitled.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-f", "lavfi", "-i", "sine=duration=2",
+           "-i", str(srt), "-c:v", "mjpeg", "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=fra",
+           str(out))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
 def face_clip(media_dir: Path) -> Path:
     """4 s talking face (mediapipe finds it) with a tone as audio."""
     return write_face_clip(media_dir / "face.mp4", 4)
@@ -266,3 +278,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- transcription
+
+
+@pytest.fixture(scope="session")
+def asr_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_CACHE_HOME for tests of the packaged Whisper model: assembled once per session, never in ~/.cache."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture
+def packaged_whisper(asr_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The packaged Whisper base (``vssflow[asr]``, part of the test extras), assembled into ``asr_cache``."""
+    from vssflow_cli.asr_models import find_asr_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(asr_cache))
+    monkeypatch.delenv("VSSFLOW_ASR_MODEL", raising=False)
+    model = find_asr_model(None, download=False)
+    assert model.source == "packaged", model
+    return model.path

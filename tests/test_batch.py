@@ -129,3 +129,24 @@ def test_model_error_stops_the_batch(cli, tmp_path: Path, clip_short: Path) -> N
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["stopped"] and rep["not_run"] == 1
     assert files_in(tmp_path / "o") == set()
+
+
+def test_an_input_its_own_type_cannot_hold_fails_alone(cli, tmp_path: Path, clip_short: Path) -> None:
+    """A .m4v (iPod MP4) can hold H.264 but not the HEVC an MP4 muxer put in this one: that input fails
+    with exit code 2 and the reason before any work, the batch goes on (issue 13.12)."""
+    from conftest import make_clip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    hevc = make_clip(src / "hevc.m4v", 1, size="64x48", audio=False, extra=("-f", "mp4"),
+                     video_args=("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p"))  # fmt: skip
+    ok = src / "ok.mp4"
+    shutil.copy(clip_short, ok)
+    r = cli("foley", hevc, ok, "--out-dir", tmp_path / "out", "--steps", "1", "--json")
+    assert r.returncode == 1, r.stderr
+    bad, good = json_lines(r.stdout)
+    assert bad["status"] == "failed" and bad["exit_code"] == 2, bad
+    assert bad["error"].endswith("a .m4v file cannot hold this hevc video (vssflow never re-encodes the picture); "
+                                 "name the output with one of .mp4 .mov .mkv .ts .m2ts .mts .flv")  # fmt: skip
+    assert good["status"] == "ok"
+    assert files_in(tmp_path / "out") == {"ok.foley.mp4"}

@@ -147,6 +147,39 @@ def test_info_doctor_models(cli, clip_rotated: Path, test_bundle: Path, tmp_path
     assert r.returncode == 0 and "vssflow-tiny" in r.stdout
 
 
+def test_info_names_channels_and_layout(tmp_path: Path, capsys) -> None:
+    """Issue 13.18: `2 ch (stereo)`, `6 ch (5.1(side))`, never `x2`."""
+    from conftest import make_clip
+
+    from vssflow_cli import cli as cli_mod
+
+    surround = make_clip(tmp_path / "surround.mkv", 1, size="64x48",
+                         audio_args=("-af", "aformat=channel_layouts=5.1", "-c:a", "ac3"))  # fmt: skip
+    stereo = make_clip(tmp_path / "stereo.mp4", 1, size="64x48", audio_args=("-ac", "2", "-c:a", "ac3"))
+    assert cli_mod.run(["info", str(surround), str(stereo)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("audio ac3 44100 Hz 6 ch (5.1(side))"), lines
+    assert lines[1].endswith("audio ac3 44100 Hz 2 ch (stereo)"), lines
+    assert cli_mod.run(["info", str(stereo), "--json"]) == 0
+    assert '"audio_layout": "stereo"' in capsys.readouterr().out
+
+
+def test_subtitles_are_kept_or_reported(cli, tmp_path: Path, subtitled: Path) -> None:
+    """Issue 13.13: kept in MKV; an AVI output cannot hold them, and the run says so (stderr and JSON)."""
+    import av
+
+    r = cli("foley", subtitled, "-o", tmp_path / "o.mkv", "--steps", "1")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        assert [s.metadata.get("language") for s in c.streams.subtitles] == ["fra"]
+    r = cli("foley", subtitled, "-o", tmp_path / "o.avi", "--steps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    note = f"{tmp_path / 'o.avi'}: 1 subtitle stream (subrip) left out, .avi cannot hold it; write .mp4 or .mov or .mkv"
+    assert res["warnings"] == [note + " to keep it"]
+    assert r.stderr == f"vssflow: warning: {note} to keep it\n"
+
+
 def test_dub_with_script(cli, tmp_path: Path, face_clip: Path) -> None:
     script = tmp_path / "script.txt"
     script.write_text("Hello there. This is a test of dubbing.\n", encoding="utf-8")
@@ -159,6 +192,40 @@ def test_dub_with_script(cli, tmp_path: Path, face_clip: Path) -> None:
     d = stream_durations(out)
     assert len(d["audio"]) == 1 and abs(d["audio"][0] - d["video"][0]) <= 0.15
     assert audio_titles(out) == ["vssflow dub"]
+
+
+def test_dub_default_makes_the_speech_the_default_track(cli, tmp_path: Path, face_clip: Path) -> None:
+    """Issue 11.5: with no --mix, a dub of a video with sound has the speech as its first, default audio track and
+    the original as the second; the summary line says so. (Foley keeps the original first: the test above.)"""
+    import av
+
+    script = tmp_path / "script.txt"
+    script.write_text("Hello there. This is a test of dubbing.\n", encoding="utf-8")
+    out = tmp_path / "dub.mp4"
+    r = cli("dub", face_clip, "--text", script, "-o", out, "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"{out} (" in r.stdout and "; audio 1 vssflow dub (default), 2 original" in r.stdout, r.stdout
+    with av.open(str(out)) as c:
+        tracks = [(s.metadata.get("title") or s.metadata.get("handler_name"),
+                   bool(s.disposition & av.stream.Disposition.default)) for s in c.streams.audio]  # fmt: skip
+    assert len(tracks) == 2 and tracks[0] == ("vssflow dub", True), tracks
+    assert tracks[1][0] != "vssflow dub" and not tracks[1][1], tracks
+    d = stream_durations(out)
+    assert all(abs(a - d["video"][0]) <= 0.15 for a in d["audio"]), d
+
+
+def test_dub_warns_about_a_script_line_too_fast_for_its_cue(cli, tmp_path: Path, face_clip: Path) -> None:
+    """Issue 11.5: > 6 words/s in a cue: one `vssflow: warning:` line on stderr, and the same text in --json."""
+    script = tmp_path / "fast.srt"
+    script.write_text("1\n00:00:01,000 --> 00:00:02,000\none two three four five six seven eight nine ten\n\n"
+                      "2\n00:00:02,500 --> 00:00:03,500\nslow words\n", encoding="utf-8")  # fmt: skip
+    r = cli("dub", face_clip, "--text", script, "-o", tmp_path / "d.wav", "--steps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    (warning,) = res["warnings"]
+    assert warning.startswith("script line at 1.0-2.0 s has 10 words in 1.0 s (10.0 words/s, more than 6)"), warning
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("vssflow: warning: ")]
+    assert lines == [f"vssflow: warning: {warning}"], r.stderr
 
 
 def test_python_m_and_version(cli) -> None:

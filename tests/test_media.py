@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
+from conftest import REPO, audio_titles, files_in, make_clip, sha256, stream_durations, video_md5
 
 from vssflow_cli import media, mux, output
-from vssflow_cli.errors import InputError, OutputError
+from vssflow_cli.errors import EXIT_USAGE, ContainerError, InputError, OutputError
 
 FRAME = 1 / 25
 
@@ -90,6 +94,60 @@ def test_closing_the_frame_stream_kills_ffmpeg(clip35: Path):
     assert _ffmpeg_children() == []
 
 
+def _children(ppid: int, marker: str) -> list[int]:
+    """Live (not zombie) processes of parent ``ppid`` whose command line contains ``marker``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == ppid and marker in cmd and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_ffmpeg_dies_when_its_parent_is_killed(tmp_path: Path):
+    """Issue 13.5: SIGKILL of vssflow (OOM killer, closed ssh session) must not leave ffmpeg writing."""
+    out = tmp_path / "orphan-check.mkv"
+    code = (
+        "import sys\n"
+        "from vssflow_cli.media import run_ffmpeg\n"
+        "run_ffmpeg(['-re', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=25:duration=600', '-y',"
+        " 'file:' + sys.argv[1]], what='long', hint='none')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while not children and time.time() < deadline:
+            assert parent.poll() is None, "the parent exited before starting ffmpeg"
+            time.sleep(0.05)
+            children = _children(parent.pid, str(out))
+        assert children, "ffmpeg did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 2
+        while any(map(_alive, children)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, children)), "ffmpeg outlived its parent"
+    finally:
+        parent.kill()
+        for pid in filter(_alive, children):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_read_audio(clip12: Path, clip4_silent: Path):
     wave = media.read_audio(clip12, 16000)
     assert wave.dtype == np.float32 and abs(len(wave) - 12 * 16000) <= 1024
@@ -147,6 +205,45 @@ def test_mux_copies_video_and_fits_audio(tmp_path: Path, clip12: Path, tone: Pat
     assert files_in(tmp_path) == {"gen.wav", "out.mp4"}
 
 
+def _audio_order(path: Path) -> list[tuple[str | None, bool]]:
+    """(title, default disposition) of each audio stream, in stream order."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [(s.metadata.get("title") or s.metadata.get("handler_name"),
+                 bool(s.disposition & av.stream.Disposition.default)) for s in c.streams.audio]  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi"])
+def test_keep_puts_the_generated_track_first_only_when_asked(tmp_path: Path, clip12: Path, tone: Path, ext: str):
+    """Issue 11.5: a dub's default keep puts the generated track first and default, the original second and not
+    default; plain keep (foley, or --mix keep) keeps the original first and default."""
+    src = clip12
+    if ext == ".avi":  # an AVI input (same container: the original is copied, so its index must be right)
+        from conftest import ffmpeg
+
+        src = tmp_path / "in.avi"
+        ffmpeg("-i", str(clip12), "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(src))
+    gen_first = mux.mux(src, tone, tmp_path / f"first{ext}", mix="keep", title="vssflow dub", generated_first=True)
+    plain = mux.mux(src, tone, tmp_path / f"plain{ext}", mix="keep", title="vssflow dub")
+    first, second = _audio_order(gen_first), _audio_order(plain)
+    if ext != ".avi":  # AVI has neither titles nor dispositions: there the order is what a player goes by
+        assert first[0] == ("vssflow dub", True) and first[1][0] != "vssflow dub" and not first[1][1], first
+        assert second[0][1] and second[1] == ("vssflow dub", False), second
+    # the tracks themselves: the original (440 Hz tone) and the generated one (1 kHz), in that order or reversed
+    for path, gen_index in ((gen_first, 0), (plain, 1)):
+        for i in range(2):
+            pcm = subprocess.run([media.ffmpeg_exe(), "-v", "error", "-i", f"file:{path}", "-map", f"0:a:{i}",
+                                  "-t", "1", "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+                                 check=True, capture_output=True).stdout  # fmt: skip
+            peak = int(np.argmax(np.abs(np.fft.rfft(np.frombuffer(pcm, np.float32)[:16000]))))
+            assert abs(peak - (1000 if i == gen_index else 440)) < 5, (path, i, peak)
+    d = stream_durations(gen_first)
+    assert len(d["audio"]) == 2 and all(abs(a - d["video"][0]) <= FRAME for a in d["audio"]), d
+    mux.mux(src, tone, tmp_path / f"replace{ext}", mix="replace", generated_first=True)  # no effect outside keep
+    assert len(_audio_order(tmp_path / f"replace{ext}")) == 1
+
+
 def test_mux_without_original_audio_falls_back_to_replace(tmp_path: Path, clip4_silent: Path, tone: Path):
     out = mux.mux(clip4_silent, tone, tmp_path / "o.mp4", mix="keep")
     d = stream_durations(out)
@@ -168,10 +265,47 @@ def test_mux_other_containers(tmp_path: Path, clip_webm: Path, tone: Path, ext: 
     assert all(abs(a - d["video"][0]) <= 0.1 for a in d["audio"]), d
 
 
-def test_mux_failure_leaves_nothing(tmp_path: Path, clip12: Path, tone: Path):
+def test_mux_failure_leaves_nothing(tmp_path: Path, clip12: Path, clip4_silent: Path, tone: Path):
     with pytest.raises(OutputError, match="cannot write"):
-        mux.mux(clip12, tone, tmp_path / "h264-in.webm")  # WebM cannot hold H.264
+        mux.mux(clip12, clip4_silent, tmp_path / "o.mp4")  # the "generated track" has no audio stream
+    with pytest.raises(ContainerError, match="cannot hold"):
+        mux.mux(clip12, tone, tmp_path / "h264-in.webm")  # WebM cannot hold H.264: refused before ffmpeg runs
     assert files_in(tmp_path) == {"gen.wav"}
+
+
+def _packet_times(path: Path, kind: str, n: int = 0) -> list[float]:
+    """Presentation times (s) of every packet of the n-th ``kind`` stream, in presentation order."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = getattr(c.streams, kind)[n]
+        return sorted(round(float(p.pts * p.time_base), 4) for p in c.demux(s) if p.pts is not None)
+
+
+# One input per container, with the codecs cameras and editors write there.
+_NATIVE = {
+    ".mp4": ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+    ".mkv": ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+    ".mov": ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+    ".avi": ("-c:v", "mjpeg"),
+}
+
+
+@pytest.mark.parametrize("ext, rate", [(".mp4", 24), (".mkv", 24), (".mov", 24), (".avi", 24), (".avi", 10)])
+def test_mux_keeps_every_packet_time(tmp_path: Path, tone: Path, ext: str, rate: int):
+    """Issue 13.11: the same video packets are not enough, they must keep their times (AVI moved each
+    frame one frame late), and a copied original track must keep its own (a kept PCM track was retimed)."""
+    audio = ("-c:a", "pcm_s16le") if ext == ".avi" else ("-c:a", "aac")
+    src = make_clip(tmp_path / f"cam{ext}", 3, rate=rate, video_args=_NATIVE[ext], audio_args=audio)
+    video = _packet_times(src, "video")
+    assert len(video) == 3 * rate
+    for mix in ("replace", "keep", "add"):
+        out = mux.mux(src, tone, tmp_path / f"out-{mix}{ext}", mix=mix)
+        assert _packet_times(out, "video") == video, mix
+        if mix == "keep":  # the original track is copied: its packets keep their times
+            assert _packet_times(out, "audio", 0) == _packet_times(src, "audio", 0)
+        d = stream_durations(out)
+        assert all(abs(a - 3.0) <= FRAME for a in d["audio"] + d["video"]), (mix, d)
 
 
 def test_atomic_output_cleans_up_on_any_exception(tmp_path: Path):
@@ -241,3 +375,94 @@ def test_truncated_file_is_an_input_error(tmp_path: Path, clip12: Path):
     info = media.probe(q)
     n = sum(len(c) for c in media.iter_frames(q, fps=25, width=16, height=16, stream_index=info.video_index))
     assert n < 0.9 * info.duration * 25  # the pipeline turns this into InputError (test_reliability)
+
+
+# --------------------------------------------------------------------------- containers and subtitles
+
+
+def test_unfit_container_is_refused_before_any_work(tmp_path: Path, clip12: Path):
+    """Issue 13.12: `-o out.webm` for an H.264 input: exit 2 naming .webm and the extensions that fit."""
+    info = media.probe(clip12)
+    with pytest.raises(ContainerError) as e:
+        mux.check_container(tmp_path / "out.webm", info)
+    assert e.value.exit_code == EXIT_USAGE
+    assert str(e.value) == (f"{tmp_path / 'out.webm'}: a .webm file cannot hold this h264 video (vssflow never "
+                            "re-encodes the picture); name the output with one of .mp4 .m4v .mov .mkv .ts .m2ts .mts "
+                            ".flv .3gp")  # fmt: skip
+    mux.check_container(tmp_path / "out.mkv", info)
+    mux.check_container(tmp_path / "out.wav", info)
+    assert files_in(tmp_path) == set()
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("codecs")
+    return {
+        "h264": make_clip(d / "h264.mp4", 1, size="64x48", audio=False),
+        "mjpeg": make_clip(d / "mjpeg.avi", 1, size="64x48", audio=False, video_args=("-c:v", "mjpeg")),
+        "vp8": make_clip(d / "vp8.webm", 1, size="64x48", audio=False,
+                         video_args=("-c:v", "libvpx", "-deadline", "realtime")),  # fmt: skip
+    }
+
+
+@pytest.mark.parametrize("codec", ["h264", "mjpeg", "vp8"])
+def test_container_table_matches_ffmpeg(tmp_path: Path, sources: dict[str, Path], tone: Path, codec: str):
+    """The table of what each extension holds says yes exactly where ffmpeg writes a readable copy."""
+    import av
+    from conftest import ffmpeg
+
+    src = sources[codec]
+    info = media.probe(src)
+    for ext in mux.VIDEO_EXTS:
+        out = tmp_path / f"o{ext}"
+        acodec, aargs = mux.AUDIO_CODECS[ext]
+        try:
+            ffmpeg("-i", str(src), "-i", str(tone), "-map", "0:v", "-map", "1:a", "-t", "1", "-c:v", "copy",
+                   "-c:a", acodec, *aargs, str(out))  # fmt: skip
+            with av.open(str(out)) as c:
+                v = c.streams.video[0]
+                written = v.codec_context.codec.canonical_name == codec and next(c.decode(v)) is not None
+        except Exception:  # noqa: BLE001 - ffmpeg refused it, or wrote what cannot be read back
+            written = False
+        try:
+            mux.check_container(out, info)
+            allowed = True
+        except ContainerError:
+            allowed = False
+        if (codec, ext) == ("h264", ".avi"):
+            # AVI needs Annex B H.264; ffmpeg copies an MP4's length-prefixed packets into it and fails only
+            # when one happens to look wrong ("use h264_mp4toannexb"), so the table refuses it
+            written = False
+        assert allowed == written, (codec, ext, written)
+        out.unlink(missing_ok=True)
+
+
+def _subtitle_texts(path: Path) -> tuple[list[str], list[str]]:
+    """(codec, language) of each subtitle stream, and the text of every cue of the first one."""
+    import av
+
+    with av.open(str(path)) as c:
+        streams = [f"{s.codec_context.codec.canonical_name}/{s.metadata.get('language')}" for s in c.streams.subtitles]
+        texts = [sub.dialogue.decode() for sub in c.decode(c.streams.subtitles[0])] if c.streams.subtitles else []
+    return streams, [t for t in texts if t]
+
+
+@pytest.mark.parametrize("ext, kept", [(".mkv", "subrip/fra"), (".mp4", "mov_text/fra"), (".mov", "mov_text/fra")])
+def test_mux_keeps_subtitles(tmp_path: Path, subtitled: Path, tone: Path, ext: str, kept: str):
+    """Issue 13.13: subtitle streams stay (converted to mov_text for MP4/MOV), language included."""
+    info = media.probe(subtitled)
+    assert info.subtitles == ((2, "subrip"),)
+    out = mux.mux(subtitled, tone, tmp_path / f"o{ext}", mix="keep", info=info)
+    streams, texts = _subtitle_texts(out)
+    assert streams == [kept]
+    assert any("Bonjour" in t for t in texts) and any("Salut" in t for t in texts), texts
+    assert mux.mux_warnings(out, info) == []
+
+
+def test_mux_says_which_subtitles_it_leaves_out(tmp_path: Path, subtitled: Path, tone: Path):
+    info = media.probe(subtitled)
+    out = mux.mux(subtitled, tone, tmp_path / "o.avi", info=info)
+    assert _subtitle_texts(out)[0] == []  # AVI holds no subtitles
+    assert mux.mux_warnings(out, info) == [
+        f"{out}: 1 subtitle stream (subrip) left out, .avi cannot hold it; write .mp4 or .mov or .mkv to keep it"
+    ]

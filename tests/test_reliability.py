@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,7 @@ case("subtitles as video", EXIT_INPUT)(
     lambda w, c: ["foley", _write(w / "s.mkv", b"1\n00:00:00,000 --> 00:00:01,000\nhi\n")]
 )
 case("zero frames", EXIT_INPUT)(lambda w, c: ["foley", c["zero"]])
+case("container claims 1e10 s", EXIT_INPUT)(lambda w, c: ["foley", c["huge_claim"], "-o", w / "o.mkv"])
 case("steps 0", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "0"])
 case("steps negative", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "-3"])
 case("steps text", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--steps", "many"])
@@ -86,6 +88,7 @@ case("shard 0/2", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "0/2"
 case("shard 3/2", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "3/2"])
 case("shard text", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--shard", "half"])
 case("output extension", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.txt"])
+case("output container cannot hold the video", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.webm"])
 case("-o with two inputs", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], c["clip2"], "-o", w / "o.mp4"])
 case("-o and --out-dir", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "-o", w / "o.mp4", "--out-dir", w])
 case("--wav with .mp4", EXIT_USAGE)(lambda w, c: ["foley", c["clip"], "--wav", "-o", w / "o.mp4"])
@@ -111,9 +114,14 @@ case("dub malformed srt", EXIT_INPUT)(
 case("dub script not utf-8", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", _write(w / "l.txt", b"caf\xe9\n")])
 case("dub script type", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", _write(w / "s.docx", b"PK\x03\x04")])
 case("dub script missing", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", w / "none.txt"])
+case("dub script is /dev/zero", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["zero_script"]])
+case("dub script over 1 MB", EXIT_INPUT)(lambda w, c: ["dub", c["face"], "--text", c["long_script"]])
 case("dub no audio, no text", EXIT_INPUT)(lambda w, c: ["dub", c["silent"]])
-case("dub no text, no asr model", EXIT_USAGE)(lambda w, c: ["dub", c["face"]])
-case("transcribe without model", EXIT_USAGE)(lambda w, c: ["transcribe", c["face"], "-o", w / "s.srt"])
+case("dub no text, asr model missing", EXIT_MODEL)(lambda w, c: ["dub", c["face"], "--asr-model", w / "no-asr"])
+case("transcribe, asr model missing", EXIT_MODEL)(
+    lambda w, c: ["transcribe", c["face"], "-o", w / "s.srt", "--asr-model", w / "no-asr"]
+)
+case("transcribe to .doc", EXIT_USAGE)(lambda w, c: ["transcribe", c["face"], "-o", w / "s.doc"])
 case("transcribe no audio", EXIT_INPUT)(lambda w, c: ["transcribe", c["silent"], "-o", w / "s.srt", "--asr-model", w])
 case("dub unknown language", EXIT_USAGE)(lambda w, c: ["dub", c["face"], "--text", c["script"], "--lang", "xx-nope"])
 case("dub --text with 2 videos", EXIT_USAGE)(lambda w, c: ["dub", c["face"], c["clip"], "--text", c["script"]])
@@ -137,6 +145,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory, clip_short: Path, face_clip
     a["png"] = d / "i.png"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x32", "-frames:v", "0", "-c:v", "libx264", str(d / "zero.mp4"))
     a["zero"] = d / "zero.mp4"
+    a["huge_claim"] = _claim_duration(make_clip(d / "huge.mkv", 2, size="64x48"), 1e10)
     a["tampered"] = d / "tampered"
     shutil.copytree(test_bundle, a["tampered"])
     data = bytearray((a["tampered"] / "decoder.onnx").read_bytes())
@@ -146,8 +155,22 @@ def assets(tmp_path_factory: pytest.TempPathFactory, clip_short: Path, face_clip
     shutil.copytree(test_bundle, a["bad_manifest"])
     (a["bad_manifest"] / "manifest.json").write_text("{ not json")
     a["script"] = _write(d / "script.txt", b"Hello world.\n")
+    a["zero_script"] = d / "zero.txt"
+    a["zero_script"].symlink_to("/dev/zero")
+    a["long_script"] = _write(d / "long.txt", b"Hello world.\n" * 80_000)
     a["short"] = clip_short
     return a
+
+
+def _claim_duration(mkv: Path, seconds: float) -> Path:
+    """Rewrite the Segment Duration of an ffmpeg-written Matroska file (EBML id 0x4489, an 8-byte float
+    in milliseconds): the header then claims ``seconds`` while the clusters hold what they held."""
+    data = bytearray(mkv.read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at > 0, "no 8-byte Duration element"
+    struct.pack_into(">d", data, at + 3, seconds * 1000)
+    mkv.write_bytes(bytes(data))
+    return mkv
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -211,6 +234,37 @@ def test_internal_errors_are_one_line_unless_debugging(tmp_path: Path, clip_shor
                        text=True)  # fmt: skip
     assert r.returncode == 70 and "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KB tmpfs, for a real "No space left on device" (mounting needs root; skipped otherwise)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}): needs root")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+@pytest.mark.parametrize("where", ["TMPDIR", "--wav output", "video output"])
+def test_full_disk_is_an_output_error(where: str, cli, tmp_path: Path, tiny_disk: Path, clip_short: Path) -> None:
+    """Issue 13.6: a full disk under the generated track or the output: exit 5 naming the file and
+    "no space left on device", and nothing partial left on either disk."""
+    work = tmp_path / "work"
+    work.mkdir()
+    clip = _copy(clip_short, work)
+    env = {"TMPDIR": str(tiny_disk)} if where == "TMPDIR" else {}
+    out = {"TMPDIR": work / "o.mp4", "--wav output": tiny_disk / "o.wav", "video output": tiny_disk / "o.mp4"}[where]
+    before = _snapshot(work)
+    r = cli("foley", clip, "-o", out, "--steps", "1", cwd=work, **env)
+    _assert_clean_failure(r, EXIT_OUTPUT, work, before, cli)
+    assert "no space left on device; free some space" in r.stderr, r.stderr
+    assert str(tiny_disk) in r.stderr  # the file that could not be written
+    assert files_in(tiny_disk) - {".ses"} == set()  # .ses: onnxruntime's own file in TMPDIR
 
 
 # --------------------------------------------------------------------------- fuzzing (hypothesis)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +123,46 @@ def test_unreadable_and_non_utf8_scripts(tmp_path):
         parse_script(tmp_path / "missing.srt")
     with pytest.raises(InputError, match="not UTF-8"):
         parse_script(write(tmp_path, "latin1.txt", "caf\xe9".encode("latin-1")))
+
+
+_READ_IN_A_BOUNDED_CHILD = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # unfixed code reads /dev/zero until this
+from vssflow_cli.errors import InputError
+from vssflow_cli.text import parse_script
+try:
+    parse_script(sys.argv[1])
+    print(json.dumps({"error": None}))
+except InputError as e:
+    print(json.dumps({"error": str(e)}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no /dev/zero or FIFOs")
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "fifo", "folder"])
+def test_script_must_be_a_regular_file(tmp_path, kind):
+    """Issue 13.10: `--text` naming a device, FIFO or folder is refused, never read without end."""
+    p = tmp_path / "script.txt"
+    if kind == "fifo":
+        os.mkfifo(p)  # no writer: a plain open() would block forever
+    elif kind == "folder":
+        p.mkdir()
+    else:
+        p.symlink_to("/dev/zero")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _READ_IN_A_BOUNDED_CHILD, str(p)], env=env, capture_output=True,
+                       text=True, timeout=20)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    msg = json.loads(r.stdout)["error"]
+    assert msg == f"{p}: not a regular file — pass a .txt, .srt or .vtt script file"
+
+
+def test_script_over_the_size_limit_is_refused(tmp_path):
+    p = write(tmp_path, "long.txt", b"word " * 200_001)  # 1 000 005 bytes of valid text
+    with pytest.raises(InputError) as e:
+        parse_script(p)
+    assert str(e.value) == f"{p}: script is over the 1 MB limit — pass only the lines to speak"
+    assert parse_script(write(tmp_path, "ok.txt", b"word " * 199_999))  # just under: read as usual
 
 
 # --------------------------------------------------------------------------- phonemes

@@ -18,6 +18,7 @@ from synth_speech import espeak_speech
 
 from vssflow_cli import transcribe as tr
 from vssflow_cli.errors import InputError, ModelError, OutputError, UsageError
+from vssflow_cli.subtitles import format_srt
 from vssflow_cli.text import Segment, parse_script
 
 pytest.importorskip("faster_whisper")
@@ -151,7 +152,7 @@ def test_transcribe_file_and_srt_round_trip(cond_tiny_whisper, speech, tmp_path)
     segs = tr.transcribe(wav, str(cond_tiny_whisper), device="cpu", beam_size=1)  # auto backend
     check_segments(segs, speech.size / 16000)
     assert " ".join(s.text for s in segs) == SPOKEN.strip()
-    out = tr.write_srt(segs, tmp_path / "script.srt")
+    out = tr.write_transcript(segs, tmp_path / "script.srt")
     back = parse_script(out)
     assert [(b.start, b.end, b.text) for b in back] == [(s.start, s.end, s.text) for s in segs]
     assert not list(tmp_path.glob(".script.srt.*"))  # no temp file left behind
@@ -196,7 +197,8 @@ def test_hub_id_without_network_is_a_model_error(speech, monkeypatch, tmp_path):
     with pytest.raises(ModelError) as e:
         tr.transcribe(speech[:16000], "Systran/faster-whisper-tiny-x", device="cpu")
     msg = str(e.value)
-    assert "cannot load ASR model 'Systran/faster-whisper-tiny-x'" in msg and "--asr-model PATH" in msg
+    assert "ASR model Systran/faster-whisper-tiny-x: no such folder here, and unavailable from the Hub" in msg
+    assert "HF_HUB_OFFLINE" in msg and "--asr-model PATH" in msg
     assert "\n" not in msg
 
 
@@ -207,9 +209,9 @@ def test_missing_backend_names_the_install(monkeypatch, speech):
         tr.transcribe(speech, "tiny")
 
 
-def test_write_srt_errors(tmp_path):
+def test_write_transcript_errors(tmp_path):
     with pytest.raises(OutputError, match="cannot write"):
-        tr.write_srt([Segment(0.0, 1.0, "hi")], tmp_path / "no" / "dir" / "x.srt")
+        tr.write_transcript([Segment(0.0, 1.0, "hi")], tmp_path / "no" / "dir" / "x.srt")
     with pytest.raises(ValueError):
-        tr.format_srt([Segment(None, None, "untimed")])
-    assert tr.format_srt([Segment(3661.5, 3662.0, "a  b")]) == "1\n01:01:01,500 --> 01:01:02,000\na b\n"
+        format_srt([Segment(None, None, "untimed")])
+    assert format_srt([Segment(3661.5, 3662.0, "a  b")]) == "1\n01:01:01,500 --> 01:01:02,000\na b\n"

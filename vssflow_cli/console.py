@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vssflow_cli.batch import BatchReport
+    from vssflow_cli.batch import BatchReport, Item
 
 
 def stderr_console() -> Any:
@@ -46,6 +47,32 @@ class StageProgress:
         self.progress.update(task, completed=done, total=total)
 
 
+def one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def warnings_of(it: Item) -> list[str]:
+    """The warnings of a finished item's result (subtitle streams left out, a script line too fast, ...)."""
+    return [one_line(w) for w in (it.result or {}).get("warnings") or ()]
+
+
+def print_warnings(it: Item) -> None:
+    """``vssflow: warning: ...`` on stderr, one line per warning (``--json`` carries them too, under ``warnings``)."""
+    for w in warnings_of(it):
+        sys.stderr.write(f"vssflow: warning: {w}\n")
+    sys.stderr.flush()
+
+
+def result_line(it: Item) -> str:
+    """The line for an input done: where the output went, its audio tracks when there are several, the timing."""
+    r = it.result or {}
+    tracks = r.get("audio_tracks") or ()
+    where = ""
+    if len(tracks) > 1:
+        where = "; audio " + ", ".join(f"{i} {t}{' (default)' if i == 1 else ''}" for i, t in enumerate(tracks, 1))
+    return f"{it.input} -> {it.output} ({r['duration']:.1f} s, {r['wall']:.1f} s){where}"
+
+
 def print_summary(report: BatchReport, console: Any) -> None:
     from rich.table import Table
 
@@ -53,6 +80,9 @@ def print_summary(report: BatchReport, console: Any) -> None:
              f"{report.count('skipped')} skipped")  # fmt: skip
     if report.count("pending"):
         title += f", {report.count('pending')} not run"
+    n_warnings = sum(len(warnings_of(it)) for it in report.items)
+    if n_warnings:
+        title += f", {n_warnings} warning{'s' if n_warnings > 1 else ''} (printed above)"
     table = Table(title=title + (" (interrupted)" if report.interrupted else ""), title_justify="left")
     for col in ("input", "status", "output / error", "s"):
         table.add_column(col, overflow="fold")

@@ -37,3 +37,10 @@ class ModelError(VssflowError):
 
 class OutputError(VssflowError):
     exit_code = EXIT_OUTPUT
+
+
+class ContainerError(VssflowError):
+    """The output's container cannot hold this input's video. Exit 2 like a usage error, but it is
+    about one input (a default output name keeps the input's type), so a batch goes on."""
+
+    exit_code = EXIT_USAGE

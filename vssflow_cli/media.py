@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +48,33 @@ def input_url(path: str | os.PathLike[str]) -> str:
     return "file:" + os.path.abspath(os.fspath(path))
 
 
+@lru_cache(maxsize=1)
+def _prctl() -> Any:
+    """libc's ``prctl`` (Linux), loaded once in the parent so the forked child only calls it."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies (Linux), else None.
+
+    Without it an ffmpeg started in its own session (so Ctrl-C reaches only us) outlives a parent
+    killed by SIGKILL, the OOM killer or a hang-up, and keeps writing its partial output. The
+    signal follows the *thread* that started the child, so start ffmpeg from a long-lived thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, parent = _prctl(), os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def ffmpeg_argv(*args: str, loglevel: str = "error") -> list[str]:
     return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", loglevel, *args]
 
@@ -64,7 +93,8 @@ def run_ffmpeg(args: list[str], *, error: type[Exception] = InputError, what: st
     """Run ffmpeg to completion; on failure raise ``error``: ``what``, ffmpeg's message, ``hint``.
 
     ``subprocess.run`` kills the child if we are interrupted (KeyboardInterrupt or our SIGTERM
-    exception), so an interrupted mux never keeps writing.
+    exception), and :func:`_die_with_parent` if we are killed, so an interrupted mux never keeps
+    writing. A full disk gets its own hint, whatever ``hint`` says.
     """
     proc = subprocess.run(
         ffmpeg_argv(*args),
@@ -72,9 +102,13 @@ def run_ffmpeg(args: list[str], *, error: type[Exception] = InputError, what: st
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches us only; we decide what the child does
+        preexec_fn=_die_with_parent(),
     )
     if proc.returncode != 0:
-        raise error(f"{what}: {ffmpeg_message(proc.stderr)}; {hint}")
+        msg = ffmpeg_message(proc.stderr)
+        if "No space left on device" in proc.stderr.decode("utf-8", "replace"):
+            msg, hint = "no space left on device", "free some space or write the output to another disk"
+        raise error(f"{what}: {msg}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -98,15 +132,21 @@ class MediaInfo:
     audio_codec: str | None
     n_audio: int
     n_streams: int
+    audio_layout: str | None = None  # channel layout name ("stereo", "5.1(side)"), None if unnamed
+    subtitles: tuple[tuple[int, str], ...] = ()  # (absolute stream index, codec name) per subtitle stream
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
         """One line for ``vssflow info``."""
-        audio = f"{self.audio_codec} {self.audio_rate} Hz x{self.audio_channels}" if self.has_audio else "none"
+        audio = "none"
+        if self.has_audio:
+            layout = f" ({self.audio_layout})" if self.audio_layout else ""
+            audio = f"{self.audio_codec} {self.audio_rate} Hz {self.audio_channels} ch{layout}"
+        subs = f", subtitles {' '.join(codec for _, codec in self.subtitles)}" if self.subtitles else ""
         return (f"{self.path}: {self.duration:.3f} s, {self.width}x{self.height} {self.video_codec} "
-                f"{self.fps:.3f} fps{' (VFR)' if self.vfr else ''}, rotation {self.rotation}, audio {audio}")
+                f"{self.fps:.3f} fps{' (VFR)' if self.vfr else ''}, rotation {self.rotation}, audio {audio}{subs}")
 
 
 def check_input_file(path: str | os.PathLike[str]) -> Path:
@@ -190,6 +230,8 @@ def _describe(p: Path, c: Any) -> MediaInfo:
     if rotation % 180 == 90:
         w, h = h, w
     a = audios[0] if audios else None
+    layout = a.codec_context.layout.name if a is not None and a.codec_context.layout else ""
+    subtitles = tuple((s.index, _codec_name(s)) for s in c.streams.subtitles)
     return MediaInfo(
         path=str(p),
         format=c.format.name,
@@ -198,7 +240,7 @@ def _describe(p: Path, c: Any) -> MediaInfo:
         width=w,
         height=h,
         rotation=rotation,
-        video_codec=cc.name,
+        video_codec=_codec_name(v),
         video_index=v.index,
         n_frames=int(v.frames) if v.frames else int(round(duration * fps)),
         vfr=abs(fps - base) > 0.01 * max(fps, base),
@@ -208,7 +250,15 @@ def _describe(p: Path, c: Any) -> MediaInfo:
         audio_codec=a.codec_context.name if a is not None else None,
         n_audio=len(audios),
         n_streams=len(c.streams),
+        audio_layout=layout if layout and not layout.endswith(("channel", "channels")) else None,
+        subtitles=subtitles,
     )
+
+
+def _codec_name(stream: Any) -> str:
+    """The codec's own name ("av1"), not its decoder's ("libdav1d"); "unknown" if FFmpeg has none."""
+    cc = stream.codec_context
+    return cc.codec.canonical_name if cc is not None else "unknown"
 
 
 def _scan_duration(c: Any, v: Any) -> float:
@@ -236,8 +286,9 @@ class _FramePipe:
         self.frame_bytes = frame_bytes
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err, start_new_session=True
-        )
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err, start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )  # fmt: skip
 
     def read(self, n_frames: int) -> bytes:
         assert self.proc.stdout is not None
@@ -316,7 +367,9 @@ def read_audio(path: str | os.PathLike[str], sr: int = 16000, *, max_seconds: fl
     if max_seconds is not None:
         argv += ["-t", f"{max_seconds:.6f}"]
     argv += ["-f", "f32le", "pipe:1"]
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True)
+    proc = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True, preexec_fn=_die_with_parent()
+    )
     if proc.returncode != 0:
         msg = ffmpeg_message(proc.stderr)
         if "matches no streams" in msg:

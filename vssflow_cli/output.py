@@ -13,6 +13,7 @@ import errno
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +82,27 @@ def atomic_output(final: str | os.PathLike[str], *, overwrite: bool = True) -> I
         with contextlib.suppress(OSError):
             tmp.unlink()
         _live_temps.discard(tmp)
+
+
+@contextlib.contextmanager
+def audio_write_errors(path: Path, needed: int) -> Iterator[None]:
+    """OutputError naming ``path`` for a failed open/write/close of the generated track (soundfile).
+
+    libsndfile says only "System error." for a full disk, so a disk with less than the ``needed`` bytes
+    free is taken as the cause ("no space left on device").
+    """
+    import soundfile as sf
+
+    try:
+        yield
+    except (sf.LibsndfileError, OSError) as e:
+        try:
+            full = shutil.disk_usage(path.parent).free < needed
+        except OSError:
+            full = False
+        why = "no space left on device" if full else str(e).strip().rstrip(".") or type(e).__name__
+        tmp = " or set TMPDIR to a disk with room" if Path(tempfile.gettempdir()) in path.parents else ""
+        raise OutputError(f"{path}: cannot write the generated track: {why}; free some space there{tmp}") from e
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

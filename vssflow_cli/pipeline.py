@@ -19,18 +19,20 @@ temp WAV that ffmpeg then muxes. The pipeline never prints: it reports through `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vssflow_cli.errors import InputError, UsageError
+from vssflow_cli.loudness import LOUDNESS_RANGE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,10 +67,11 @@ class JobOptions:
     cfg: float | None = None
     seed: int = 0
     solver: str | None = None
-    mix: str | None = None  # None: "keep" if the video has sound, else "replace"
-    gain_db: float | None = None  # generated track gain; None: -6 dB for "add", else 0
+    mix: str | None = None  # None: "keep" if the video has sound (dub: its speech first), else "replace"
+    gain_db: float | None = None  # dB from the reference level; None: -6 LU under the original for "add", else 0
+    loudness: float | None = None  # target LUFS of the generated track; None: the task's (vssflow_cli.loudness)
     wav_only: bool = False
-    lang: str = "en-us"
+    lang: str | None = None  # espeak-ng voice; None: the transcription's language, else en-us
     device: str = "auto"
     precision: str = "auto"  # DiT graph: auto | fp32 | int8 (see vssflow_cli.runtime)
     model: str | None = None  # --model NAME|PATH, None = embedded default
@@ -87,6 +90,11 @@ class JobOptions:
             raise UsageError(f"--mix must be replace, add or keep, got {self.mix!r}")
         if self.gain_db is not None and not (-60.0 <= self.gain_db <= 24.0):
             raise UsageError(f"--gain-db must be between -60 and 24, got {self.gain_db}")
+        lo, hi = LOUDNESS_RANGE
+        if self.loudness is not None and not (lo <= self.loudness <= hi):
+            raise UsageError(
+                f"--loudness must be between {lo:g} and {hi:g} LUFS, got {self.loudness}; try --loudness -23"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -108,7 +116,9 @@ class Result:
     stages: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     segments: int | None = None  # dub: script segments placed
-    warnings: tuple[str, ...] = ()  # things the user should know (e.g. a script line too fast for its span)
+    warnings: tuple[str, ...] = ()  # what the user should know: subtitle streams left out, a script line too fast
+    levels: dict[str, Any] | None = None  # loudness policy applied to the generated track (loudness.Levels)
+    audio_tracks: tuple[str, ...] = ()  # the output's audio tracks in order, the first one default; () for a WAV
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -162,8 +172,8 @@ def _timed_frames(
         frames.close()
     if done < TRUNCATED_FRACTION * expected - 2:
         raise InputError(
-            f"{path}: only {done / FEATURE_FPS:.1f} s of {info.duration:.1f} s could be decoded; "
-            "the file is truncated or corrupt, re-encode or repair it"
+            f"{path}: only {done / FEATURE_FPS:.1f} s of the {info.duration:.1f} s the file claims could be decoded; "
+            "it is truncated or its header is corrupt, re-encode or repair it"
         )
 
 
@@ -171,7 +181,9 @@ class _Track:
     """A per-frame feature track filled chunk by chunk into one preallocated array (no copies)."""
 
     def __init__(self, expected: int) -> None:
-        self.capacity, self.n = expected + CHUNK_FRAMES, 0
+        # ``expected`` follows the container's claimed duration, which may be absurd (1e10 s): reserve
+        # at most an hour up front and grow past it
+        self.capacity, self.n = min(expected, round(3600 * FEATURE_FPS)) + CHUNK_FRAMES, 0
         self.data: np.ndarray | None = None
 
     def append(self, x: np.ndarray) -> None:
@@ -243,14 +255,24 @@ def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> n
 
 
 class _TrackWriter:
-    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed)."""
+    """Streams the generated track to a WAV, exactly ``n_total`` samples (padded/trimmed).
+
+    A failed write (a full disk, most often a small TMPDIR) is an OutputError naming the file.
+    """
 
     def __init__(self, path: Path, sr: int, n_total: int, subtype: str, gate: Callable | None = None) -> None:
         import soundfile as sf
 
-        self.n_total, self.n, self.gate = n_total, 0, gate
+        self.path, self.n_total, self.n, self.gate = path, n_total, 0, gate
+        self.sample_bytes = 4 if subtype == "FLOAT" else 2
         fmt = "W64" if path.suffix == ".w64" else "WAV"  # Wave64: no 4 GB limit for the temp track
-        self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+        with self._errors(1 << 16):
+            self.f = sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype=subtype, format=fmt)
+
+    def _errors(self, needed: int) -> AbstractContextManager[None]:
+        from vssflow_cli.output import audio_write_errors
+
+        return audio_write_errors(self.path, needed)
 
     def write(self, samples: np.ndarray) -> None:
         import numpy as np
@@ -258,7 +280,8 @@ class _TrackWriter:
         take = samples[: max(0, self.n_total - self.n)]
         if self.gate is not None:
             take = self.gate(take, self.n)
-        self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
+        with self._errors(len(take) * self.sample_bytes):
+            self.f.write(np.clip(take, -1.0, 1.0).astype(np.float32))
         self.n += len(take)
 
     def close(self) -> None:
@@ -267,13 +290,18 @@ class _TrackWriter:
 
         while self.n < self.n_total:
             k = min(self.n_total - self.n, 1 << 20)
-            self.f.write(np.zeros(k, np.float32))
+            with self._errors(k * self.sample_bytes):
+                self.f.write(np.zeros(k, np.float32))
             self.n += k
-        self.f.close()
+        with self._errors(1 << 16):
+            self.f.close()
 
     def discard(self) -> None:
-        """Close without padding (the file is being thrown away)."""
-        self.f.close()
+        """Close without padding (the file is being thrown away, maybe because writing failed)."""
+        import soundfile as sf
+
+        with contextlib.suppress(sf.LibsndfileError, OSError):
+            self.f.close()
 
 
 def _generate(
@@ -340,10 +368,10 @@ def _generate_to(
     writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype, gate)
     try:
         n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+        writer.close()
     except BaseException:
         writer.discard()
         raise
-    writer.close()
     return n_windows
 
 
@@ -351,11 +379,40 @@ def _n_latent(info: MediaInfo, synth: Any) -> int:
     return max(1, int(round(info.duration * synth.config.latent_fps)))
 
 
+def _check_output(out: Path, video: Path, info: MediaInfo, opts: JobOptions) -> None:
+    """Before any work: a container that can hold the input's video, then a writable, non-clobbering path."""
+    from vssflow_cli.mux import check_container
+    from vssflow_cli.output import check_output_path
+
+    check_container(out, info)
+    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+
+
 def _default_mix(opts: JobOptions, info: MediaInfo) -> str:
     """The user's --mix; by default "keep" (never drop the user's sound) or "replace" if there is none."""
     if not info.has_audio:
         return "replace"
     return opts.mix or "keep"
+
+
+def _generated_first(task: str, opts: JobOptions, mix: str | None) -> bool:
+    """A dub with no --mix keeps the original as a second track and makes its speech the first, default one
+    (issue 11.5: the dub is what the user asked to hear); foley and an explicit ``--mix keep`` put the original
+    first."""
+    return task == "dub" and opts.mix is None and mix == "keep"
+
+
+def _audio_tracks(task: str, opts: JobOptions, mix: str | None, info: MediaInfo) -> tuple[str, ...]:
+    """The output's audio tracks in order, the first being the default one ("original" for kept ones)."""
+    gen = f"vssflow {task}"
+    if mix is None:
+        return ()
+    if mix == "add":
+        return (f"original + {gen}",)
+    if mix == "replace":
+        return (gen,)
+    originals = ("original",) * info.n_audio
+    return (gen, *originals) if _generated_first(task, opts, mix) else (*originals, gen)
 
 
 def _finish(
@@ -371,7 +428,8 @@ def _finish(
     **extra: Any,
 ) -> Result:
     """Shared tail of foley/dub: generate the track into a WAV (or temp WAV + mux), atomically."""
-    from vssflow_cli.mux import mux
+    from vssflow_cli.loudness import level_track, write_with_gain
+    from vssflow_cli.mux import mux, mux_warnings
     from vssflow_cli.output import atomic_output
 
     clock = _Clock()
@@ -382,17 +440,21 @@ def _finish(
     sr = synth.config.audio.sample_rate
     n_samples = int(round(info.duration * sr))
     mix = None if opts.wav_only else _default_mix(opts, info)
-    if opts.wav_only:
-        with atomic_output(out) as tmp:
-            n_windows = _generate_to(tmp, "PCM_16", synth, conds, n, n_samples, opts, clock, progress, gate)
-    else:
-        with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
-            wav = Path(tmpdir) / "generated.w64"
-            n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
-            progress("mux", 0, 1)
-            with clock("mux"):
-                mux(video, wav, out, mix=mix, gain_db=opts.gain_db, title=f"vssflow {task}", info=info)
-            progress("mux", 1, 1)
+    with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
+        wav = Path(tmpdir) / "generated.w64"
+        # the gate shapes the samples as they are written, so the levels are measured on the gated track
+        n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
+        progress("mux", 0, 1)
+        with clock("mux"):
+            levels = level_track(wav, task, loudness=opts.loudness, gain_db=opts.gain_db,
+                                 video=video if mix == "add" else None, info=info)  # fmt: skip
+            if opts.wav_only:
+                with atomic_output(out) as tmp:
+                    write_with_gain(wav, tmp, levels.gain_db)
+            else:
+                mux(video, wav, out, mix=mix, gain_db=levels.gain_db, title=f"vssflow {task}", info=info,
+                    speech=task == "dub", generated_first=_generated_first(task, opts, mix))  # fmt: skip
+        progress("mux", 1, 1)
     return Result(
         task=task,
         input=str(video),
@@ -406,6 +468,9 @@ def _finish(
         precision=str(getattr(synth, "precision", "fp32")),
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
+        warnings=() if opts.wav_only else tuple(mux_warnings(out, info)),
+        levels=levels.to_dict(),
+        audio_tracks=_audio_tracks(task, opts, mix, info),
         **extra,
     )
 
@@ -416,13 +481,12 @@ def foley(
 ) -> Result:  # fmt: skip
     """Generate sound effects for ``video`` and write ``out`` (a video, or a WAV if ``opts.wav_only``)."""
     from vssflow_cli.media import probe
-    from vssflow_cli.output import check_output_path
 
     t0 = time.perf_counter()
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    _check_output(out, video, info, opts)
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         v, s = visual_features(video, info, clock, progress)
@@ -439,28 +503,24 @@ def foley(
 
 def _script_segments(
     video: Path, script: Path | None, info: MediaInfo, opts: JobOptions, clock: _Clock, progress: Progress
-) -> list[Any]:
+) -> tuple[list[Any], str]:
+    """The script's segments and the espeak-ng voice to speak them with (transcribed: the detected language)."""
     from vssflow_cli.text import parse_script
 
     if script is not None:
-        return parse_script(script)
+        return parse_script(script), opts.lang or "en-us"
     if not info.has_audio:
         raise InputError(f"{video}: no audio to transcribe and no script; pass --text script.txt (or .srt/.vtt)")
-    if not opts.asr_model:
-        raise UsageError(
-            f"{video}: no --text given and no transcription model; pass --text script.txt (or .srt/.vtt), "
-            "or --asr-model PATH (a faster-whisper model folder)"
-        )
     from vssflow_cli.media import read_audio
-    from vssflow_cli.transcribe import transcribe
+    from vssflow_cli.transcribe import transcribe_full
 
     progress("transcribe", 0, 1)
     with clock("transcribe"):
-        segments = list(transcribe(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device))
+        t = transcribe_full(read_audio(video, 16000), opts.asr_model, opts.lang, opts.device)
     progress("transcribe", 1, 1)
-    if not segments:
+    if not t.segments:
         raise InputError(f"{video}: no speech found in the original audio; pass the words with --text script.txt")
-    return segments
+    return t.segments, opts.lang or t.voice
 
 
 def face_spans(lip: np.ndarray, fps: float = FEATURE_FPS, min_len_s: float = 0.3) -> list[tuple[float, float]]:
@@ -506,7 +566,6 @@ def dub(
 
     from vssflow_cli.lips import lip_motion_spans
     from vssflow_cli.media import probe
-    from vssflow_cli.output import check_output_path
     from vssflow_cli.prior import SpanGate, speaking_rate_warnings
     from vssflow_cli.text import phoneme_ids, phoneme_track, phonemize, place_segments
 
@@ -514,11 +573,12 @@ def dub(
     progress = progress or _no_progress
     video, out = Path(video), Path(out)
     script_path = Path(script) if script is not None else None
-    phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
+    if opts.lang:
+        phonemize("a", opts.lang)  # an unknown --lang fails now, not after decoding the video
     info = probe(video)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(video,))
+    _check_output(out, video, info, opts)
     pre = _Clock()
-    segments = _script_segments(video, script_path, info, opts, pre, progress)
+    segments, voice = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
     notes: list[str] = []
 
@@ -535,14 +595,14 @@ def dub(
                     f"{script_path or video}: no script line falls inside the video's "
                     f"{info.duration:.1f} s; check the cue times"
                 )
-            spans = [(s, e, phoneme_ids(phonemize(text, opts.lang))) for s, e, text in placed]
+            spans = [(s, e, phoneme_ids(phonemize(text, voice))) for s, e, text in placed]
             track = phoneme_track(spans, len(lip), FEATURE_FPS)
         placed_count.append(len(placed))
         notes.extend(speaking_rate_warnings(placed))
         conds: dict[str, Any] = {"phonemes": track.astype(np.int64), "lip": lip}
         if synth.config.prior_dim:
             with clock("teacher"):
-                conds["prior"] = _teacher_prior(synth, placed, lip, opts.lang)
+                conds["prior"] = _teacher_prior(synth, placed, lip, voice)
         # speech only inside the placed spans: the lips elsewhere must not make the model talk
         conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
         conds["_gate"] = SpanGate([(s, e) for s, e, _ in placed], synth.config.audio.sample_rate)
@@ -552,7 +612,9 @@ def dub(
 
     opts = dataclasses.replace(opts, warm_start=True)
     res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
-    return dataclasses.replace(res, segments=placed_count[0] if placed_count else None, warnings=tuple(notes))
+    return dataclasses.replace(
+        res, segments=placed_count[0] if placed_count else None, warnings=(*res.warnings, *notes)
+    )
 
 
 def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s: float = 0.1) -> np.ndarray:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,7 @@ _MAX_PHONE_LEN = max(len(p) for p in PHONEME_VOCAB[3:])
 _ESPEAK_NOISE = str.maketrans("", "", '"^-')
 
 SCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
+MAX_SCRIPT_BYTES = 1_000_000  # ~15 hours of speech; anything bigger is not a script
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,7 @@ def parse_script(path: str | Path) -> list[Segment]:
             f"{path.name}: unsupported script type '{path.suffix or '(none)'}' — "
             "use a .txt, .srt or .vtt file"
         )
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read script {path}: {e.strerror or e} — check the path") from e
+    raw = _read_script_bytes(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -105,6 +105,30 @@ def parse_script(path: str | Path) -> list[Segment]:
     if not segments:
         raise InputError(f"{path.name}: the script has no text — write the lines to speak into it")
     return segments
+
+
+def _read_script_bytes(path: Path) -> bytes:
+    """The file's bytes; InputError for a non-regular file (a device, FIFO or folder, also behind a
+    symlink) or one over :data:`MAX_SCRIPT_BYTES`, so ``--text /dev/zero`` cannot read forever.
+
+    Opened non-blocking (a FIFO without a writer would block the open) and checked with fstat on the
+    open descriptor, so the file checked is the file read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InputError(f"{path}: not a regular file — pass a .txt, .srt or .vtt script file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read(MAX_SCRIPT_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise InputError(f"cannot read script {path}: {e.strerror or e} — check the path") from e
+    if len(raw) > MAX_SCRIPT_BYTES:
+        limit = f"{MAX_SCRIPT_BYTES / 1e6:g} MB"
+        raise InputError(f"{path}: script is over the {limit} limit — pass only the lines to speak")
+    return raw
 
 
 def _parse_txt(lines: list[str]) -> list[Segment]:

