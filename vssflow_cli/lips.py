@@ -121,7 +121,8 @@ def _complete_mediapipe() -> None:
     with _IMPORT_LOCK:
         for name in _DEFERRED:  # solutions first: mediapipe's own __init__ imports it
             module = sys.modules.get(name)
-            if module is not None and module.__dict__.pop("__getattr__", None) is not None:
+            if module is not None and getattr(module.__dict__.get("__getattr__"), "deferred_init", False):
+                del module.__getattr__  # ours, not the package's own
                 module.__spec__.loader.exec_module(module)
 
 
@@ -136,6 +137,7 @@ def _deferred_package(name: str) -> None:
         _complete_mediapipe()  # removes this hook first, so a missing attribute then raises as usual
         return getattr(module, attr)
 
+    __getattr__.deferred_init = True
     module.__getattr__ = __getattr__
     sys.modules[name] = module
 
