@@ -368,7 +368,7 @@ def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_
     src = tmp_path / "in"
     src.mkdir()
     clips = []
-    for i in range(6):
+    for i in range(16):  # enough work that the signal lands mid-batch on a fast machine too (~0.6 s a clip)
         clips.append(src / f"c{i}.mp4")
         shutil.copy(clip12, clips[-1])
     out = tmp_path / "out"
@@ -377,7 +377,7 @@ def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_
     while time.time() < deadline and not any(p.name.endswith(".foley.mp4") for p in out.glob("*")):
         time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
-    time.sleep(0.5)  # now well inside the second input
+    time.sleep(0.2)  # now inside the second input
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
@@ -387,7 +387,7 @@ def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_
     assert done and all(p.name.endswith(".foley.mp4") and not p.name.startswith(".") for p in done), done
     for p in done:  # what is there is complete
         assert video_md5(p) == video_md5(clip12)
-    assert len(done) < 6
+    assert len(done) < len(clips)
     assert cli.leftover_tmp() == set()
     assert _no_ffmpeg_left(str(tmp_path))
     rep = json.loads((tmp_path / "r.json").read_text())
