@@ -297,3 +297,13 @@ def test_train_and_data_build_take_typed_options(cli, tmp_path: Path) -> None:
     assert r.returncode == 3 and "no training clips" in r.stderr, r.stderr
     r = cli("data", "build", tmp_path / "c2", "--langs", "en,xx")
     assert r.returncode == 2 and "unknown language(s) ['xx']" in r.stderr
+
+
+def test_dub_names_a_missing_script_before_an_existing_output(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 16: inputs are validated before outputs."""
+    local = tmp_path / clip_short.name
+    shutil.copy(clip_short, local)
+    local.with_name(f"{local.stem}.dub.mp4").write_bytes(b"an earlier dub")
+    r = cli("dub", local, "--text", tmp_path / "missing.txt")
+    assert r.returncode == 3, r.stderr
+    assert "missing.txt" in r.stderr and "already exists" not in r.stderr

@@ -212,6 +212,10 @@ def dub(
 
     if text is not None and len(videos or []) + (1 if from_list else 0) > 1:
         raise UsageError("--text is the script of one video; dub one video at a time with --text")
+    if text is not None:  # inputs before outputs: a missing or unreadable script is named first (exit 3)
+        from vssflow_cli.text import parse_script
+
+        parse_script(text)
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db, lang=lang,
                         loudness=loudness, asr_model=asr_model, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
