@@ -21,15 +21,11 @@ Warps are dynamic time warping (:func:`dtw_path`) between two feature sequences:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vssflow_cli.audio import LOG_FLOOR, log_mel
 from vssflow_cli.config import AudioConfig
-
-if TYPE_CHECKING:
-    from vssflow_cli.audio import LatentCodec
 
 SILENCE_LOGMEL = float(math.log(LOG_FLOOR))
 BAND = 0.25  # DTW band half-width as a share of the longer sequence (plus a few frames)
@@ -100,13 +96,16 @@ def warp_by_path(src: np.ndarray, path: np.ndarray, length: int) -> np.ndarray:
 
     Each target frame takes the mean source position aligned to it; frames between are linearly interpolated.
     """
-    src = np.asarray(src, np.float32)
+    return resample_at(np.asarray(src, np.float32), mean_positions(path, length))
+
+
+def mean_positions(path: np.ndarray, length: int) -> np.ndarray:
+    """(length,) float: for each target index of a DTW path of (source, target) pairs, its mean source index."""
     pos = np.zeros(length)
     cnt = np.zeros(length)
     np.add.at(pos, path[:, 1], path[:, 0])
     np.add.at(cnt, path[:, 1], 1)
-    pos = pos / np.maximum(cnt, 1)
-    return resample_at(src, pos)
+    return pos / np.maximum(cnt, 1)
 
 
 def resample_at(src: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -177,12 +176,7 @@ def warp_to_guide(teacher_mel: np.ndarray, guide: np.ndarray | None, length: int
     base = stretch(teacher_mel, g * mel_per_guide)
     env = envelope(base, g)
     path = dtw_path(_znorm(env)[:, None], _znorm(guide)[:, None], band=0.15)
-    pos = np.zeros(g)
-    cnt = np.zeros(g)
-    np.add.at(pos, path[:, 1], path[:, 0])
-    np.add.at(cnt, path[:, 1], 1)
-    pos = pos / np.maximum(cnt, 1)
-    pos = _gentle(pos, SMOOTH_GUIDE_FRAMES)
+    pos = _gentle(mean_positions(path, g), SMOOTH_GUIDE_FRAMES)
     # guide frame k covers mel frames [k * r, (k + 1) * r) of the span; map them through the warped positions
     fine = np.interp(np.arange(g * mel_per_guide) / mel_per_guide - 0.5 + 0.5 / mel_per_guide,
                      np.arange(g), pos) * mel_per_guide + (mel_per_guide - 1) / 2
@@ -198,11 +192,6 @@ def prior_track(n_mel: int, placed: list[tuple[int, np.ndarray]], n_mels: int) -
         if hi > lo:
             track[lo:hi] = mel[lo - start : hi - start]
     return track
-
-
-def encode_prior(track: np.ndarray, codec: LatentCodec) -> np.ndarray:
-    """The prior condition from a prior log-mel track: (F, n_mels) -> (F // k, latent_channels) float32."""
-    return codec.encode(track)
 
 
 def teacher_logmel(wave: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:

@@ -47,6 +47,7 @@ class HeldoutClip:
     onsets: np.ndarray  # (K,) seconds of rendered visual events (sound clips)
     aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
     voiced: tuple[float, float] = (0.0, 0.0)  # speech span (s) inside the clip: the "cue" a dub would get
+    reading: np.ndarray | None = None  # the teacher's 16 kHz reading of the text (set by add_priors)
 
     @property
     def frames(self) -> int:
@@ -86,7 +87,8 @@ def add_priors(clips: list[HeldoutClip], synth, teacher) -> None:
     cfg = synth.config
     for c in clips:
         placed = [(c.voiced[0], c.voiced[1], c.text)] if c.kind == "speech" and c.text else []
-        readings = [teacher.speak(c.text, _espeak_lang(c.lang))] if placed else []
+        c.reading = teacher.speak(c.text, _espeak_lang(c.lang)) if placed else None
+        readings = [c.reading] if placed else []
         track, _ = dub_prior(placed, readings, c.conds.get("lip"), c.frames, cfg.audio, cfg.latent_fps)
         c.conds["prior"] = synth.encode_logmel(track)[: c.frames]
 
@@ -318,7 +320,10 @@ def teacher_rows(clips: list[HeldoutClip], synth, teacher) -> dict[str, list[np.
             w = np.zeros(n, np.float32)
             if c.kind == "speech" and c.text:
                 lang = _espeak_lang(c.lang)
-                say = espeak_speech(c.text, lang) if name == "espeak" else teacher.speak(c.text, lang)
+                if name == "espeak":
+                    say = espeak_speech(c.text, lang)
+                else:  # the reading the prior was made from (read once per clip)
+                    say = c.reading if c.reading is not None else teacher.speak(c.text, lang)
                 a = int(c.voiced[0] * sr)
                 w[a : a + len(say)] = say[: max(0, n - a)]
             rows[name].append(w)
