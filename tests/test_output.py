@@ -49,3 +49,40 @@ def test_copy_and_text_are_atomic(tmp_path: Path) -> None:
     assert output.copy_file(src, tmp_path / "b.json").read_text() == "{}\n"
     assert output.copy_file(src, src) == src
     assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json"]
+
+
+@pytest.mark.parametrize("name, flags", [("o.mp4", []), ("o.wav", ["--wav"])])
+def test_a_run_never_replaces_an_output_made_while_it_ran(
+    name: str, flags: list[str], tmp_path: Path, clip_short: Path, test_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13.4: a second run with the same ``-o`` (simulated: the file appears just before our output is
+    published) fails with exit 5 naming the path, keeps the other run's file and leaves no temp file; with
+    --overwrite it is replaced."""
+    import contextlib
+    import io
+
+    from vssflow_cli import cli
+    from vssflow_cli.errors import EXIT_OUTPUT
+
+    monkeypatch.setenv("VSSFLOW_MODEL", str(test_bundle))
+    monkeypatch.setenv("VSSFLOW_NO_PROGRESS", "1")
+    out = tmp_path / name
+    publish = output._publish
+
+    def other_run_wins(tmp: Path, final: Path, overwrite: bool) -> None:
+        if final == out:
+            final.write_bytes(b"the other run's output")
+        publish(tmp, final, overwrite)
+
+    monkeypatch.setattr(output, "_publish", other_run_wins)
+    args = ["foley", str(clip_short), "-o", str(out), "--steps", "1", *flags]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.run(args)
+    assert code == EXIT_OUTPUT, err.getvalue()
+    assert f"{out}: was created by something else" in err.getvalue() and "--overwrite" in err.getvalue()
+    assert out.read_bytes() == b"the other run's output" and os.listdir(tmp_path) == [name]
+    assert not output.live_temp_files()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli.run([*args, "--overwrite"]) == 0, err.getvalue()
+    assert out.stat().st_size > 1000 and os.listdir(tmp_path) == [name]

@@ -150,6 +150,7 @@ def mux(
     info: MediaInfo | None = None,
     speech: bool = False,
     generated_first: bool = False,
+    overwrite: bool = True,
 ) -> Path:
     """Remux ``video`` with the generated ``audio`` file into ``out``, atomically.
 
@@ -162,7 +163,8 @@ def mux(
     ``generated_first`` (a dub's default), the generated track first and default, the original after it.
     The pipeline passes the gain its loudness policy chose (:mod:`vssflow_cli.loudness`). Subtitle
     streams are kept where the container can hold them (see :func:`mux_warnings` for the others);
-    chapters and metadata too.
+    chapters and metadata too. ``overwrite=False``: a file that appears at ``out`` while ffmpeg writes is
+    kept, and OutputError raised (see :func:`vssflow_cli.output.atomic_output`).
     """
     if mix not in MIX_MODES:
         raise UsageError(f"unknown --mix {mix!r}; use one of {', '.join(MIX_MODES)}")
@@ -213,7 +215,7 @@ def mux(
     if ext in (".mp4", ".m4v", ".mov"):
         args += ["-movflags", "+faststart"]
     args += ["-map_metadata", "0", "-map_chapters", "0"]
-    with atomic_output(out) as tmp:
+    with atomic_output(out, overwrite=overwrite) as tmp:
         src_ext = Path(info.path).suffix.lower() or ".mkv"
         run_ffmpeg(
             [*args, "-y", input_url(tmp)],

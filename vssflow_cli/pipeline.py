@@ -460,12 +460,15 @@ def _finish(
         with clock("mux"):
             levels = level_track(wav, task, loudness=opts.loudness, gain_db=opts.gain_db,
                                  video=video if mix == "add" else None, info=info)  # fmt: skip
+            # without --overwrite the output is published only if nothing appeared there meanwhile (a second
+            # run with the same -o): the startup check alone would let the later run replace the earlier one
             if opts.wav_only:
-                with atomic_output(out) as tmp:
+                with atomic_output(out, overwrite=opts.overwrite) as tmp:
                     write_with_gain(wav, tmp, levels.gain_db)
             else:
                 mux(video, wav, out, mix=mix, gain_db=levels.gain_db, title=f"vssflow {task}", info=info,
-                    speech=task == "dub", generated_first=_generated_first(task, opts, mix))  # fmt: skip
+                    speech=task == "dub", generated_first=_generated_first(task, opts, mix),
+                    overwrite=opts.overwrite)  # fmt: skip
         progress("mux", 1, 1)
     return Result(
         task=task,
