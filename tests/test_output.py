@@ -44,6 +44,22 @@ def test_no_overwrite_keeps_a_file_created_while_writing(tmp_path: Path) -> None
     assert final.read_bytes() == b"again" and not output.live_temp_files()
 
 
+def test_a_full_disk_while_writing_is_an_output_error(tmp_path: Path) -> None:
+    """Issue 13.6 without root (the real full disk is test_reliability's tmpfs): ENOSPC from the writer names
+    the destination and leaves nothing; other OS errors are not disguised."""
+    import errno
+
+    final = tmp_path / "report.json"
+    with pytest.raises(OutputError, match=f"{final}: cannot write: no space left on device; free some space"):
+        with output.atomic_output(final) as tmp:
+            tmp.write_bytes(b"{")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(PermissionError):
+        with output.atomic_output(final):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    assert os.listdir(tmp_path) == [] and not output.live_temp_files()
+
+
 def test_copy_and_text_are_atomic(tmp_path: Path) -> None:
     src = output.write_text(tmp_path / "a.json", "{}\n")
     assert output.copy_file(src, tmp_path / "b.json").read_text() == "{}\n"

@@ -267,6 +267,35 @@ def test_full_disk_is_an_output_error(where: str, cli, tmp_path: Path, tiny_disk
     assert files_in(tiny_disk) - {".ses"} == set()  # .ses: onnxruntime's own file in TMPDIR
 
 
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte with one file; returns it."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"x" * 512)
+    return filler
+
+
+def test_full_disk_under_the_report_is_an_output_error(cli, tmp_path: Path, tiny_disk: Path, clip_short: Path) -> None:
+    """Issue 13.6: ``--report`` on a full disk: exit 5 naming the report and "no space left on device", no
+    partial report; the video, which had room, is complete."""
+    work = tmp_path / "work"
+    work.mkdir()
+    clip = _copy(clip_short, work)
+    filler = _fill(tiny_disk)
+    size = filler.stat().st_size
+    report = tiny_disk / "r.json"
+    r = cli("foley", clip, "-o", work / "o.mp4", "--steps", "1", "--report", report, cwd=work)
+    assert r.returncode == EXIT_OUTPUT, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"vssflow: error: {report}: ") and "no space left on device; free some space" in last
+    assert files_in(tiny_disk) == {"filler"} and filler.stat().st_size == size  # no partial report
+    assert files_in(work) == {"v.mp4", "o.mp4"} and video_md5(work / "o.mp4") == video_md5(clip)
+    assert cli.leftover_tmp() == set()
+
+
 # --------------------------------------------------------------------------- fuzzing (hypothesis)
 
 

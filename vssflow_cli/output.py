@@ -4,6 +4,8 @@ Every file is written to a hidden temp file in its destination folder (same exte
 and soundfile pick the right format) and renamed onto the destination only when complete: an
 interrupted or failed run leaves the destination as it was and no partial file behind. The temp
 name adds 8 characters (``.NAME.xxxxxx.EXT``) and is shortened to fit the file system's name limit.
+Publishing without ``overwrite`` hard-links the temp file onto the destination, which never replaces:
+a file that appeared there during the run (another run with the same ``-o``) is kept and the run fails.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vssflow_cli.errors import OutputError
 NAME_MAX = 255  # bytes per file name on every file system vssflow writes to (ext4, APFS, NTFS, ...)
 
 _live_temps: set[Path] = set()
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def live_temp_files() -> set[Path]:
@@ -59,6 +62,10 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         os.replace(tmp, final)
 
 
+def _no_space(final: Path) -> OutputError:
+    return OutputError(f"{final}: cannot write: no space left on device; free some space there")
+
+
 @contextlib.contextmanager
 def atomic_output(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``final``; move it to ``final`` if the block succeeds.
@@ -71,12 +78,19 @@ def atomic_output(final: str | os.PathLike[str], *, overwrite: bool = True) -> I
     tmp = temp_path_for(final)
     _live_temps.add(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # the block's own writes (a JSON report, a copy): a full disk is the user's to fix
+            if e.errno not in _NO_SPACE:
+                raise
+            raise _no_space(final) from e
         if not tmp.exists():
             raise OutputError(f"{final}: nothing was written; please report this")
         try:
             _publish(tmp, final, overwrite)
         except OSError as e:
+            if e.errno in _NO_SPACE:
+                raise _no_space(final) from e
             raise OutputError(f"{final}: cannot write ({e.strerror}); choose another output path") from e
     finally:
         with contextlib.suppress(OSError):
@@ -105,10 +119,10 @@ def audio_write_errors(path: Path, needed: int) -> Iterator[None]:
         raise OutputError(f"{path}: cannot write the generated track: {why}; free some space there{tmp}") from e
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
+def write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (``overwrite``: as for :func:`atomic_output`)."""
     path = Path(path)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 
