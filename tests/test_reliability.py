@@ -392,7 +392,7 @@ def _no_ffmpeg_left(marker: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_path: Path, clip12: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
@@ -422,6 +422,59 @@ def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["interrupted"] and rep["ok"] == len(done)
     assert all(sha256(c) == sha256(clip12) for c in clips)
+
+
+def test_sighup_ignored_by_nohup_stays_ignored(cli, tmp_path: Path, clip_short: Path) -> None:
+    """``nohup vssflow ...`` starts with SIGHUP ignored: a closed terminal must not stop that run."""
+    out = tmp_path / "o.mp4"
+    proc = cli.popen("foley", clip_short, "-o", out, "--steps", "1",
+                     preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # fmt: skip
+    while proc.poll() is None and not cli.leftover_tmp():  # the run has begun (its temp folder exists)
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert video_md5(out) == video_md5(clip_short)
+
+
+def _kill_self_in_finalizer(sig: int) -> None:
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.5)  # the handler runs here; Python prints "Exception ignored" and goes on
+
+    Finalized()
+
+
+def _signal_becomes_another_error(sig: int) -> None:
+    try:
+        os.kill(os.getpid(), sig)
+        time.sleep(0.5)
+    except BaseException as e:  # what an extension module's import does with it
+        raise ImportError("initialization failed") from e
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("lose", [_kill_self_in_finalizer, _signal_becomes_another_error])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_is_never_lost(lose: Callable[[int], None], sig: int, code: int) -> None:
+    """A signal whose exception Python swallowed (raised in a ``__del__``) or replaced (an import in progress)
+    still ends the block with its own exit code, not exit 0 or an internal error (exit 70)."""
+    from vssflow_cli.signals import Interrupted, interruptible
+
+    def not_handled(signum: int, frame: object) -> None:  # instead of the default, which would kill pytest
+        pass
+
+    saved = signal.signal(sig, not_handled)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        with pytest.raises(Interrupted) as e:
+            with interruptible():
+                lose(sig)
+        assert e.value.signum == sig and e.value.exit_code == code
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(sig, saved)
 
 
 # --------------------------------------------------------------------------- memory on a 1-hour video
