@@ -424,6 +424,41 @@ def test_signal_mid_batch_leaves_no_partial_files(sig: int, code: int, cli, tmp_
     assert all(sha256(c) == sha256(clip12) for c in clips)
 
 
+def test_closing_the_terminal_ends_the_run_cleanly(cli, tmp_path: Path, clip12: Path) -> None:
+    """Issue 13.5 as it happens: the run's terminal closes (the kernel hangs it up and sends SIGHUP); the run
+    stops with exit 129 although it can no longer write to its terminal, and leaves no partial file."""
+    import pty
+    import select
+
+    clips = []
+    for i in range(8):
+        clips.append(tmp_path / f"c{i}.mp4")
+        shutil.copy(clip12, clips[-1])
+    out = tmp_path / "out"
+    argv = cli.argv("foley", *clips, "--out-dir", out, "--steps", "1", "--report", tmp_path / "r.json")
+    env = {k: v for k, v in cli.env.items() if k != "VSSFLOW_NO_PROGRESS"}  # progress bars on the terminal
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        os.execve(argv[0], argv, env)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.name.endswith(".foley.mp4") for p in out.glob("*")):
+        with contextlib.suppress(OSError):
+            if select.select([master], [], [], 0.05)[0]:
+                os.read(master, 65536)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the run ended before the terminal closed"
+    time.sleep(0.2)  # now inside the second input
+    os.close(master)
+    while time.time() < deadline and (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status[1]) == 129
+    done = sorted(out.iterdir())
+    assert done and all(p.name.endswith(".foley.mp4") and not p.name.startswith(".") for p in done), done
+    assert all(video_md5(p) == video_md5(clip12) for p in done) and len(done) < len(clips)
+    assert cli.leftover_tmp() == set()
+    assert _no_ffmpeg_left(str(tmp_path))
+    assert json.loads((tmp_path / "r.json").read_text())["interrupted"]
+
+
 def test_sighup_ignored_by_nohup_stays_ignored(cli, tmp_path: Path, clip_short: Path) -> None:
     """``nohup vssflow ...`` starts with SIGHUP ignored: a closed terminal must not stop that run."""
     out = tmp_path / "o.mp4"

@@ -9,6 +9,7 @@ closed). After the first signal further ones are ignored so the cleanup itself c
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from types import FrameType
@@ -31,12 +32,27 @@ class Interrupted(BaseException):
 
 _SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 _received: list[int] = []  # the signal that arrived in the current block, if any
+_terminals: list[int] = []  # stdout/stderr where they were a terminal when the block began
+
+
+def _leave_a_hung_up_terminal() -> None:
+    """After a hangup every write to the terminal fails (EIO), which would turn the clean exit into a crash
+    (exit 1): point stdout/stderr at /dev/null where their terminal is gone (no longer a tty)."""
+    with contextlib.suppress(OSError):
+        gone = [fd for fd in _terminals if not os.isatty(fd)]
+        if gone:
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in gone:
+                os.dup2(null, fd)
+            os.close(null)
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
     for s in _SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     _received.append(signum)
+    if signum == getattr(signal, "SIGHUP", None):
+        _leave_a_hung_up_terminal()
     raise Interrupted(signum)
 
 
@@ -52,6 +68,7 @@ def interruptible() -> Iterator[None]:
     """
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
     _received.clear()
+    _terminals[:] = [fd for fd in (1, 2) if os.isatty(fd)]
     for s, h in previous.items():
         if h is not signal.SIG_IGN:
             signal.signal(s, _raise)
