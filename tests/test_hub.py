@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -104,6 +105,16 @@ def test_remote_with_wrong_hash_fails_after_retry(fake_hub) -> None:
     remote, _, calls = fake_hub
     (remote / "dit.onnx").write_bytes(b"corrupted on the remote")
     with pytest.raises(ModelError, match="sha256 mismatch for dit.onnx"):
+        hub.pull(REPO, COMMIT)
+    assert [c["force_download"] for c in calls] == [False, True]
+
+
+def test_insane_manifest_value_on_the_remote_is_refused(fake_hub) -> None:
+    remote, _, calls = fake_hub
+    raw = json.loads((remote / "manifest.json").read_text())
+    raw["sampler"]["steps"] = 0
+    (remote / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=r"manifest field sampler.steps=0 is out of range 1..1000"):
         hub.pull(REPO, COMMIT)
     assert [c["force_download"] for c in calls] == [False, True]
 

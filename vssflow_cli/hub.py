@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vssflow_cli.bundle import MANIFEST, Manifest, file_sha256, load_manifest, verify_files
+from vssflow_cli.bundle import MANIFEST, Manifest, check_graphs, file_sha256, load_manifest, verify_files
 from vssflow_cli.errors import ModelError, UsageError
 
 ALLOW_PATTERNS = ["manifest.json", "*.onnx", "*.onnx.data", "*.md"]
@@ -253,6 +253,7 @@ def _verified(path: Path, manifest_sha256: str | None, hint: str) -> Manifest:
     if manifest_sha256 and (path / MANIFEST).is_file() and file_sha256(path / MANIFEST) != manifest_sha256:
         raise ModelError(f"model bundle {path}: sha256 mismatch for {MANIFEST} — re-download with "
                          f"`vssflow models pull {hint}`")
-    manifest = load_manifest(path, verify=False)
+    manifest = load_manifest(path, verify=False)  # also checks the manifest's values (bundle.check_ranges)
     verify_files(manifest, pull_name=hint)
+    check_graphs(manifest)
     return manifest
