@@ -208,3 +208,66 @@ def test_rewrite_in_place_keeps_bundle_valid(tmp_path: Path) -> None:
     assert load_manifest(out).files["dit"].sha256 == m.files["dit"].sha256
     assert os.listdir(out) and sorted(os.listdir(out)) == ["checkpoint.safetensors", "decoder.onnx",
                                                             "dit.onnx", "manifest.json"]
+
+
+# --------------------------------------------------------------------------- manifest values (issue 13 item 9)
+
+# The manifest is not hashed (its files are), so an edited value passes verify_files and must be caught by sense.
+BAD_FIELDS = [
+    ("config.latent_channels", 65),  # the graphs take 16 (conftest's TEST_CONFIG)
+    ("config.lip_dim", 3),  # the DiT's lip input is 8 wide
+    ("config.window_frames", -5),
+    ("config.window_frames", 10**9),
+    ("config.audio.sample_rate", 0),
+    ("config.audio.hop", 0),
+    ("sampler.steps", 10**9),
+    ("sampler.steps", 0),
+    ("sampler.steps", 16.5),
+    ("sampler.solver", "bogus"),
+]
+
+
+def tampered_copy(bundle_dir: Path, dest: Path, field: str, value: object) -> Path:
+    """A copy of a real bundle with one manifest value changed (the graphs and their sha256 untouched)."""
+    import shutil
+
+    shutil.copytree(bundle_dir, dest)
+    raw = json.loads((dest / "manifest.json").read_text())
+    *parents, last = field.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (dest / "manifest.json").write_text(json.dumps(raw))
+    return dest
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_FIELDS, ids=[f"{f}={v}" for f, v in BAD_FIELDS])
+def test_insane_manifest_values_are_a_model_error_naming_bundle_and_field(field, value, test_bundle, cli, clip_short,
+                                                                           tmp_path) -> None:
+    bad = tampered_copy(test_bundle, tmp_path / "bad-bundle", field, value)
+    with pytest.raises(ModelError) as e:
+        load_manifest(bad)
+    msg = str(e.value)
+    assert f"model bundle {bad.resolve()}: manifest field {field}={json.dumps(value)}" in msg and "\n" not in msg
+    assert e.value.exit_code == 4
+    # the real CLI: exit 4 (not 70, nor 2 as if the user had typed it), one line, nothing written
+    r = cli("foley", clip_short, "-o", tmp_path / "out.mp4", "--model", bad)
+    assert r.returncode == 4, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"manifest field {field}=" in lines[0] and str(bad.resolve()) in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out.mp4").exists()
+
+
+def test_sane_bundle_passes_and_typed_steps_stay_usage_errors(test_bundle, cli, clip_short, tmp_path) -> None:
+    m = load_manifest(test_bundle)
+    bundle.check_graphs(m)
+    r = cli("foley", clip_short, "-o", tmp_path / "out.mp4", "--steps", "0")
+    assert r.returncode == 2, r.stderr
+
+
+def test_onnx_inputs_match_the_onnx_package(test_bundle: Path) -> None:
+    for path in sorted(test_bundle.glob("*.onnx")):
+        model = onnx.load(str(path), load_external_data=False)
+        want = {i.name: tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
+        assert bundle.onnx_inputs(path) == want, path.name

@@ -7,9 +7,16 @@ snapshots/<commit>/). Offline look-ups go through the real ``huggingface_hub.sna
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +25,7 @@ from test_bundle import make_simple_bundle  # tests/ is on sys.path under pytest
 
 from vssflow_cli import hub, models
 from vssflow_cli.bundle import load_manifest
-from vssflow_cli.errors import ModelError
+from vssflow_cli.errors import ModelError, UsageError
 from vssflow_cli.models import resolve_model
 from vssflow_cli.runtime import get_session
 
@@ -102,6 +109,16 @@ def test_remote_with_wrong_hash_fails_after_retry(fake_hub) -> None:
     assert [c["force_download"] for c in calls] == [False, True]
 
 
+def test_insane_manifest_value_on_the_remote_is_refused(fake_hub) -> None:
+    remote, _, calls = fake_hub
+    raw = json.loads((remote / "manifest.json").read_text())
+    raw["sampler"]["steps"] = 0
+    (remote / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=r"manifest field sampler.steps=0 is out of range 1..1000"):
+        hub.pull(REPO, COMMIT)
+    assert [c["force_download"] for c in calls] == [False, True]
+
+
 def test_offline_uses_cache_and_fails_cleanly_without(fake_hub, monkeypatch) -> None:
     calls = fake_hub[2]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -152,3 +169,90 @@ def test_cache_dir_follows_hf_env(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "c"))
     assert hub.hub_cache_dir() == tmp_path / "c"
     assert hub.hub_cache_dir(tmp_path / "x") == tmp_path / "x"
+
+
+# --------------------------------------------------------------------------- a Hub that never answers (issue 13 item 1)
+
+
+@contextlib.contextmanager
+def stalled_hub(mode: str) -> Iterator[str]:
+    """A real listening socket on 127.0.0.1 that accepts and then never answers ("silent"), or sends one
+    header line every 0.2 s forever ("trickle": no read ever times out, only a total deadline ends it)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):  # accept() times out every 0.1 s
+                conn = server.accept()[0]
+                held.append(conn)
+                if mode == "trickle":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for conn in held if mode == "trickle" else ():
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"X-Wait: 1\r\n")
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("command", ["pull", "foley"])
+@pytest.mark.parametrize("mode", ["silent", "trickle"])
+def test_stalled_hub_is_a_model_error_naming_the_endpoint(mode, command, cli, clip_short, tmp_path) -> None:
+    args = (["models", "pull", "someone/bundle@main"] if command == "pull"
+            else ["foley", clip_short, "-o", tmp_path / "out.mp4", "--model", "someone/bundle@main"])  # fmt: skip
+    with stalled_hub(mode) as endpoint:
+        t0 = time.monotonic()
+        try:
+            r = cli(*args, timeout=30, HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(tmp_path / "hf"), HF_HUB_OFFLINE="0",
+                    VSSFLOW_HUB_TIMEOUT="4")  # fmt: skip
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"vssflow {command} hung on a {mode} Hub")
+        elapsed = time.monotonic() - t0
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 4, r.stderr
+    assert len(lines) == 1 and endpoint in lines[0] and "Traceback" not in r.stderr, r.stderr
+    # silent: a request's read timeout (a quarter of the deadline) ends it; trickle: the deadline itself
+    assert ("did not answer within 1 s" if mode == "silent" else "did not finish in 4 s") in lines[0]
+    assert elapsed < 15
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_offline_never_asks_the_stalled_hub(cli, tmp_path) -> None:
+    with stalled_hub("silent") as endpoint:
+        r = cli("models", "pull", "someone/bundle@main", timeout=30, HF_ENDPOINT=endpoint,
+                HF_HUB_CACHE=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")  # fmt: skip
+    assert r.returncode == 4 and "HF_HUB_OFFLINE is set" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_hub_timeout_env(monkeypatch) -> None:
+    monkeypatch.delenv(hub.TIMEOUT_ENV, raising=False)
+    assert hub.hub_deadline() == hub.DEFAULT_DEADLINE_S
+    monkeypatch.setenv(hub.TIMEOUT_ENV, "2.5")
+    assert hub.hub_deadline() == 2.5
+    for bad in ("soon", "0", "-1", "inf"):
+        monkeypatch.setenv(hub.TIMEOUT_ENV, bad)
+        with pytest.raises(UsageError, match=hub.TIMEOUT_ENV):
+            hub.hub_deadline()
+
+
+def test_deadline_bounds_a_pull_that_never_returns(fake_hub, monkeypatch) -> None:
+    monkeypatch.setattr(hub, "_snapshot_download", lambda **kw: time.sleep(30))
+    monkeypatch.setenv(hub.TIMEOUT_ENV, "0.5")
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=r"the Hub at \S+ did not finish in 0.5 s"):
+        hub.pull(REPO, COMMIT)
+    assert time.monotonic() - t0 < 5

@@ -19,17 +19,19 @@ Where bundles come from: :mod:`vssflow_cli.models`; how they are made from a che
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from vssflow_cli.config import ModelConfig, feature_ids
+from vssflow_cli.config import ModelConfig, conditions, feature_ids
 from vssflow_cli.errors import ModelError, OutputError
 from vssflow_cli.output import copy_file, write_text
 
@@ -39,6 +41,7 @@ REQUIRED_ROLES = ("dit", "decoder")
 INT8_ROLE = "dit-int8"  # optional dynamically quantized DiT, preferred on CPU
 ENCODER_ROLE = "encoder"  # latent codec encoder, shipped by models with an acoustic prior (prior_dim > 0)
 DEFAULT_LICENCE = "MIT (code) / weights: see weights/LICENSES.md"
+MAX_STEPS = 1000  # the largest `--steps` a user may type
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,8 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
     """Read ``<path>/manifest.json`` (or the manifest file itself); verify files' sha256 if asked.
 
     Raises ModelError (one line naming the file and the fix) on a missing/invalid manifest,
-    an unsupported format, a missing required file, or a hash mismatch.
+    an unsupported format, a value out of its sane range (:func:`check_ranges`), a missing required
+    file, a hash mismatch, or (when verifying) graph inputs that disagree with the config (:func:`check_graphs`).
     """
     root = bundle_dir(path).resolve()
     mpath = root / MANIFEST
@@ -306,9 +310,184 @@ def load_manifest(path: str | os.PathLike, verify: bool = True) -> Manifest:
         raise ModelError(
             f"model bundle {root}: manifest lists no {', '.join(missing_roles)} graph — re-export the bundle"
         )
+    check_ranges(manifest)
     if verify:
         verify_files(manifest)
+        check_graphs(manifest)
     return manifest
+
+
+# --------------------------------------------------------------------------- sanity of the manifest's values
+
+_REFIX = "re-export the bundle or pull it again"
+_DIM = (0, 1 << 16)  # a condition's width; 0 = the model has no such input
+# dotted manifest field -> (low, high) inclusive; ints where both bounds are ints. Bounds that depend on another
+# field are filled in by check_ranges (hop <= n_fft, frequencies <= Nyquist).
+_RANGES: dict[str, tuple[float, float]] = {
+    "config.latent_channels": (1, 4096),
+    "config.window_frames": (1, 4096),  # 164 s at 25 latent frames / s
+    "config.width": (1, 1 << 16), "config.depth": (1, 1024), "config.heads": (1, 1024),
+    "config.ffn_hidden": (1, 1 << 18), "config.cross_dim": (1, 1 << 16),
+    "config.video_dim": _DIM, "config.lip_dim": _DIM, "config.sync_dim": _DIM, "config.speaker_dim": _DIM,
+    "config.prior_dim": _DIM, "config.phoneme_dim": _DIM, "config.phoneme_vocab": (1, 1 << 16),
+    "config.cond_dropout": (0.0, 1.0),
+    "config.audio.sample_rate": (1000, 384_000), "config.audio.n_fft": (16, 1 << 16),
+    "config.audio.hop": (1, 1 << 16), "config.audio.n_mels": (1, 1024),
+    "config.audio.fmin": (0.0, 192_000.0), "config.audio.fmax": (0.0, 192_000.0),
+    "config.audio.mel_per_latent": (1, 64),
+    "sampler.steps": (1, MAX_STEPS), "sampler.cfg": (0.0, 100.0), "sampler.prior_start": (0.0, 0.99),
+}  # fmt: skip
+
+
+def _bad(m: Manifest, name: str, value: Any, why: str) -> ModelError:
+    return ModelError(f"model bundle {m.root}: manifest field {name}={json.dumps(value)} {why} — {_REFIX}")
+
+
+def check_ranges(manifest: Manifest) -> None:
+    """ModelError naming the field unless every number of the config and the sampler defaults is of its
+    type and in a sane range, and the solver is one the sampler knows (numbers only: no file is read)."""
+    from vssflow_cli.sampler import SOLVERS
+
+    c, a = manifest.config, manifest.config.audio
+    values = {f"config.{k}": v for k, v in dataclasses.asdict(c).items() if k not in ("name", "audio")}
+    values |= {f"config.audio.{k}": v for k, v in dataclasses.asdict(a).items()}
+    values |= {f"sampler.{k}": v for k, v in manifest.sampler.to_dict().items() if k != "solver"}
+    ranges = dict(_RANGES)
+    if isinstance(a.n_fft, int) and isinstance(a.sample_rate, int):
+        ranges["config.audio.hop"] = (1, min(a.n_fft, ranges["config.audio.hop"][1]))
+        ranges["config.audio.fmin"] = ranges["config.audio.fmax"] = (0.0, a.sample_rate / 2)
+    for name, value in values.items():
+        lo, hi = ranges[name]
+        whole = isinstance(lo, int) and isinstance(hi, int)
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise _bad(manifest, name, value, f"is not {'an integer' if whole else 'a number'}")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise _bad(manifest, name, value, f"is out of range {lo:g}..{hi:g}")
+    if isinstance(a.fmin, (int, float)) and a.fmax <= a.fmin:
+        raise _bad(manifest, "config.audio.fmax", a.fmax, f"is not above config.audio.fmin={a.fmin:g}")
+    if manifest.sampler.solver not in SOLVERS:
+        raise _bad(manifest, "sampler.solver", manifest.sampler.solver, f"is none of {', '.join(SOLVERS)}")
+
+
+def _width_field(config: ModelConfig, width: Any) -> str:
+    """The config field a condition's width is read from (found by changing each int field by one)."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if type(v) is int and width(dataclasses.replace(config, **{f.name: v + 1})) != width(config):
+            return f"config.{f.name}"
+    return "config"
+
+
+def _expected_inputs(manifest: Manifest) -> dict[str, dict[str, tuple[tuple[int | None, ...], str, int]]]:
+    """role -> graph input -> (shape, the manifest field it follows, its value); None = any size."""
+    c = manifest.config
+    dit = {"x": ((None, None, c.latent_channels), "config.latent_channels", c.latent_channels)}
+    for cond in conditions(c):
+        if cond.vocab is None:  # id tracks are (B, T): no width to match
+            shape = tuple(None if d == -1 else d for d in cond.shape(c, -1, -1))
+            dit[cond.name] = (shape, _width_field(c, cond.width), cond.width(c))
+    return {
+        "dit": dit,
+        INT8_ROLE: dit,
+        "decoder": {"latent": ((None, None, c.latent_channels), "config.latent_channels", c.latent_channels)},
+        ENCODER_ROLE: {"logmel": ((None, None, c.audio.n_mels), "config.audio.n_mels", c.audio.n_mels)},
+    }
+
+
+def check_graphs(manifest: Manifest) -> None:
+    """ModelError naming the manifest field unless the fixed sizes of the ONNX graphs' inputs agree with the
+    config (x and the decoder's latent: latent_channels; each condition: its width; the encoder: n_mels).
+    Inputs a graph lacks, and files that are no ONNX protobuf, are onnxruntime's to report; dynamic sizes
+    (batch, frames) match anything."""
+    for role, want in _expected_inputs(manifest).items():
+        if not manifest.has(role) or manifest.files[role].path.rsplit(".", 1)[-1] != "onnx":
+            continue
+        path = manifest.path(role)
+        try:
+            have = onnx_inputs(path)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        for name, (shape, fieldname, value) in want.items():
+            got = have.get(name)
+            if got is None:
+                continue
+            fits = len(got) == len(shape) and all(g is None or w is None or g == w for g, w in zip(got, shape))
+            if not fits:
+                dims = ", ".join("?" if d is None else str(d) for d in got)
+                raise _bad(manifest, fieldname, value, f"does not match {path.name} input {name} ({dims})")
+
+
+# --------------------------------------------------------------------------- ONNX graph inputs without onnx
+
+def _varint(f: IO[bytes]) -> int:
+    out = shift = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            raise ValueError("truncated protobuf")
+        out |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return out
+        shift += 7
+        if shift > 63:
+            raise ValueError("bad protobuf varint")
+
+
+def _fields(f: IO[bytes], end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, wire type, value) of each protobuf field up to offset ``end``. For length-delimited
+    fields the value is the length and ``f`` stands at the payload, skipped when the loop goes on."""
+    while f.tell() < end:
+        key = _varint(f)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, wire, _varint(f)
+        elif wire == 2:
+            n = _varint(f)
+            start = f.tell()
+            yield number, wire, n
+            f.seek(start + n)
+        elif wire in (1, 5):
+            f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _value_info(data: bytes) -> tuple[str, tuple[int | None, ...] | None]:
+    """ValueInfoProto -> (name, tensor shape with None for symbolic dims; None if it has no shape)."""
+    import io
+
+    def sub(buf: bytes, want: int) -> list[bytes]:
+        g = io.BytesIO(buf)
+        return [g.read(n) for number, wire, n in _fields(g, len(buf)) if number == want and wire == 2]
+
+    g = io.BytesIO(data)
+    name = next((g.read(n).decode() for number, wire, n in _fields(g, len(data)) if number == 1 and wire == 2), "")
+    shapes = [s for t in sub(data, 2) for tensor in sub(t, 1) for s in sub(tensor, 2)]  # type.tensor_type.shape
+    if not shapes:
+        return name, None
+    dims: list[int | None] = []
+    for dim in sub(shapes[0], 1):
+        d = io.BytesIO(dim)
+        value = next((v for number, wire, v in _fields(d, len(dim)) if number == 1 and wire == 0), None)
+        dims.append(value if value is not None and 0 < value < 1 << 62 else None)
+    return name, tuple(dims)
+
+
+def onnx_inputs(path: str | os.PathLike) -> dict[str, tuple[int | None, ...]]:
+    """Input name -> shape (None for symbolic dims) of an ONNX model file, read from its protobuf directly
+    (ModelProto.graph = 7, GraphProto.input = 11), seeking past nodes and weights: no onnx import needed."""
+    out: dict[str, tuple[int | None, ...]] = {}
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for number, wire, n in _fields(f, size):
+            if number == 7 and wire == 2:
+                for gnum, gwire, m in _fields(f, f.tell() + n):
+                    if gnum == 11 and gwire == 2:
+                        name, shape = _value_info(f.read(m))
+                        if shape is not None:
+                            out[name] = shape
+                return out
+    raise ValueError("no graph in the file")
 
 
 # --------------------------------------------------------------------------- writing
