@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import files_in, json_lines, video_md5
+from conftest import files_in, json_lines, sha256, video_md5
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -150,3 +150,48 @@ def test_an_input_its_own_type_cannot_hold_fails_alone(cli, tmp_path: Path, clip
                                  "name the output with one of .mp4 .mov .mkv .ts .m2ts .mts .flv")  # fmt: skip
     assert good["status"] == "ok"
     assert files_in(tmp_path / "out") == {"ok.foley.mp4"}
+
+
+def test_batch_outputs_never_collide_or_replace_an_input(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 2: outputs are planned for the whole batch first; two inputs writing one output, or an output
+    that is another input, are refused (exit 2, one line naming both) before any work, nothing written."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(clip_short, tmp_path / sub / "clip.mp4")
+    before = files_in(tmp_path)
+    r = cli("foley", tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", "--out-dir", tmp_path / "out", "--overwrite")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    both = f"{tmp_path / 'a/clip.mp4'} and {tmp_path / 'b/clip.mp4'} would both write {tmp_path / 'out/clip.foley.mp4'}"
+    assert both in r.stderr
+    assert "use -o per file or separate --out-dir" in r.stderr
+    assert files_in(tmp_path) - before <= {"out", "sys-tmp/.ses"}
+
+    x = tmp_path / "x.mp4"
+    shutil.copy(clip_short, x)
+    shutil.copy(clip_short, tmp_path / "x.foley.mp4")  # an input that x.mp4's default output would replace
+    before = {p.name: sha256(p) for p in tmp_path.glob("*.mp4")}
+    r = cli("foley", x, tmp_path / "x.foley.mp4", "--overwrite")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{x} would write {tmp_path / 'x.foley.mp4'}, which is also an input of this batch" in r.stderr
+    assert {p.name: sha256(p) for p in tmp_path.glob("*.mp4")} == before
+
+
+def test_plan_compares_resolved_paths_and_hard_links(tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 2: `d/../d/v.mp4`, a symlink or a hard link to an input counts as that input."""
+    from vssflow_cli.batch import Request, plan
+
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(clip_short, d / "v.mp4")
+    shutil.copy(clip_short, d / "w.mp4")
+    with pytest.raises(UsageError, match="would both write"):
+        plan(Request("foley", (str(d / "v.mp4"), str(tmp_path / "e" / "v.mp4")), out_dir=tmp_path / "o"))
+    (d / "v.foley.mp4").hardlink_to(d / "w.mp4")
+    with pytest.raises(UsageError, match="also an input"):
+        plan(Request("foley", (str(d / "v.mp4"), str(d / "w.mp4"))))
+    (d / "v.foley.mp4").unlink()
+    (d / "link.mp4").symlink_to(d / "v.foley.mp4")  # dangling until v.mp4 is processed
+    with pytest.raises(UsageError, match="also an input"):
+        plan(Request("foley", (str(d / "v.mp4"), str(d / "link.mp4"))))
+    report, _ = plan(Request("foley", (str(d / "v.mp4"), str(d / "w.mp4"))))  # distinct outputs: fine
+    assert [it.output for it in report.items] == [str(d / "v.foley.mp4"), str(d / "w.foley.mp4")]

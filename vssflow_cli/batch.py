@@ -265,7 +265,41 @@ def plan(req: Request) -> tuple[BatchReport, bool]:
     if req.report is not None and not req.report.parent.is_dir():
         raise OutputError(f"--report {req.report}: folder {req.report.parent} does not exist; create it first")
     outs, wav_only = plan_outputs(req.task, inputs, req.output, req.out_dir, req.wav)
-    return BatchReport(req.task, [Item(i, o) for i, o in zip(inputs, outs, strict=True)]), wav_only
+    items = [Item(i, o) for i, o in zip(inputs, outs, strict=True)]
+    check_collisions(items)
+    return BatchReport(req.task, items), wav_only
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_collisions(items: Sequence[Item]) -> None:
+    """UsageError, before any work, if two inputs would write one output or an output is another input.
+
+    Paths are compared resolved (symlinks, ``..``) and, where they exist, as files (hard links). An
+    output that is its own input is left to :func:`vssflow_cli.output.check_output_path` (that input fails).
+    """
+    writers: dict[str, Item] = {}
+    for it in items:
+        assert it.output is not None
+        other = writers.setdefault(os.path.realpath(it.output), it)
+        if other is not it:
+            raise UsageError(f"{other.input} and {it.input} would both write {it.output}; "
+                             "use -o per file or separate --out-dir folders")  # fmt: skip
+    inputs: dict[object, Item] = {os.path.realpath(it.input): it for it in items}
+    inputs.update({fid: it for it in items if (fid := _file_id(it.input)) is not None})
+    for it in items:
+        assert it.output is not None
+        fid = _file_id(it.output)
+        reader = inputs.get(os.path.realpath(it.output)) or (inputs.get(fid) if fid is not None else None)
+        if reader is not None and reader is not it:
+            raise UsageError(f"{it.input} would write {it.output}, which is also an input of this batch; "
+                             "drop it from the inputs or write elsewhere with --out-dir")  # fmt: skip
 
 
 RunOne = Callable[[Path, Path, "JobOptions", Any, "Progress | None"], "Result"]
