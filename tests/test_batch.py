@@ -11,6 +11,7 @@ from conftest import files_in, json_lines, sha256, video_md5
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vssflow_cli import __version__
 from vssflow_cli.batch import BatchReport, Item, dedupe, default_output, parse_shard, read_list, select_shard
 from vssflow_cli.errors import UsageError
 
@@ -195,3 +196,42 @@ def test_plan_compares_resolved_paths_and_hard_links(tmp_path: Path, clip_short:
         plan(Request("foley", (str(d / "v.mp4"), str(d / "link.mp4"))))
     report, _ = plan(Request("foley", (str(d / "v.mp4"), str(d / "w.mp4"))))  # distinct outputs: fine
     assert [it.output for it in report.items] == [str(d / "v.foley.mp4"), str(d / "w.foley.mp4")]
+
+
+def test_rerunning_over_a_folder_skips_its_own_outputs(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 3: the README loop run twice never makes clip.foley.foley.mp4: an input tagged as a vssflow
+    output is skipped with a one-line note (exit 0, "skipped" in the summary), unless --force."""
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(clip_short, clip)
+    assert cli("foley", clip, "--steps", "1").returncode == 0
+    out = tmp_path / "clip.foley.mp4"
+    before = files_in(tmp_path)
+    r = cli("foley", out, "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    note = f"already a vssflow {__version__} foley output; pass --force to process it again"
+    assert r.stdout == f"{out}: skipped, {note}\n"
+    assert files_in(tmp_path) == before  # no clip.foley.foley.mp4
+    r = cli("foley", clip, out, "--steps", "1", "--skip-existing", "--json")  # `vssflow foley *.mp4` again
+    assert r.returncode == 0, r.stderr
+    assert [(o["status"], o["note"]) for o in json_lines(r.stdout)] == [("skipped", f"{out} exists"), ("skipped", note)]
+    assert "0 ok, 0 failed, 2 skipped" in r.stderr  # the summary
+    assert files_in(tmp_path) == before
+    r = cli("foley", out, "--steps", "1", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "clip.foley.foley.mp4").is_file()
+
+
+def test_every_container_carries_the_vssflow_mark(tmp_path: Path, subtitled: Path) -> None:
+    """Issue 13 item 3: the mark mux writes reads back from each kind of output (MJPEG fits them all)."""
+    from conftest import ffmpeg
+
+    from vssflow_cli.media import vssflow_mark
+    from vssflow_cli.mux import mux
+
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=2:sample_rate=16000", str(tmp_path / "g.wav"))
+    assert vssflow_mark(subtitled) is None
+    for ext in (".mkv", ".mp4", ".mov", ".avi"):
+        for mix in ("replace", "add", "keep"):
+            out = mux(subtitled, tmp_path / "g.wav", tmp_path / f"o-{mix}{ext}", mix=mix, title="vssflow dub")
+            assert vssflow_mark(out) in (f"vssflow {__version__} dub", "vssflow dub", "original + vssflow dub"), out
+    assert vssflow_mark(tmp_path / "g.wav") is None and vssflow_mark(tmp_path / "missing.mkv") is None

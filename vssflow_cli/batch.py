@@ -107,12 +107,13 @@ class Item:
     exit_code: int = EXIT_OK
     seconds: float = 0.0
     result: dict[str, Any] | None = None
+    note: str | None = None  # why it was skipped
 
     def to_json(self) -> str:
         """One JSON line: the job's result fields plus the item's status, paths, error and timing."""
         d: dict[str, Any] = dict(self.result or {})
         d.update(status=self.status, input=self.input, output=self.output, error=self.error,
-                 exit_code=self.exit_code, seconds=self.seconds)  # fmt: skip
+                 exit_code=self.exit_code, seconds=self.seconds, note=self.note)  # fmt: skip
         return json.dumps(d, ensure_ascii=False)
 
 
@@ -183,13 +184,15 @@ def run_batch(
     debug = bool(os.environ.get("VSSFLOW_DEBUG"))
     for it in report.items:
         if it.status != "pending":
+            if it.status == "skipped" and on_done is not None:  # skipped when planned (a vssflow output)
+                on_done(it)
             continue
         assert it.output is not None
         out = Path(it.output)
         t0 = time.perf_counter()
         try:
             if out.exists() and skip_existing:
-                it.status = "skipped"
+                it.status, it.note = "skipped", f"{out} exists"
             elif out.exists() and not overwrite:
                 raise OutputError(f"{out}: already exists; pass --overwrite to replace it or --skip-existing")
             else:
@@ -228,6 +231,18 @@ class Request:
     shard: str | None = None
     report: Path | None = None
     skip_existing: bool = False
+    force: bool = False  # also process inputs that are vssflow outputs
+
+
+def skip_own_outputs(items: Sequence[Item]) -> None:
+    """Mark inputs that vssflow wrote (tagged by its mux, :func:`vssflow_cli.media.vssflow_mark`) skipped, so
+    re-running over a folder never processes its own outputs (``clip.foley.foley.mp4``)."""
+    from vssflow_cli.media import vssflow_mark
+
+    for it in items:
+        mark = vssflow_mark(it.input)
+        if mark is not None:
+            it.status, it.note = "skipped", f"already a {mark} output; pass --force to process it again"
 
 
 def plan_outputs(
@@ -266,7 +281,9 @@ def plan(req: Request) -> tuple[BatchReport, bool]:
         raise OutputError(f"--report {req.report}: folder {req.report.parent} does not exist; create it first")
     outs, wav_only = plan_outputs(req.task, inputs, req.output, req.out_dir, req.wav)
     items = [Item(i, o) for i, o in zip(inputs, outs, strict=True)]
-    check_collisions(items)
+    if not req.force:
+        skip_own_outputs(items)
+    check_collisions([it for it in items if it.status == "pending"])  # a skipped input is never read
     return BatchReport(req.task, items), wav_only
 
 

@@ -86,6 +86,7 @@ Json = Annotated[bool, _opt("--json", help="Print one JSON object per input on s
 Wav = Annotated[bool, _opt("--wav", help="Write only the generated audio (.wav).")]
 Overwrite = Annotated[bool, _opt("--overwrite", help="Replace existing outputs.")]
 SkipExisting = Annotated[bool, _opt("--skip-existing", help="Skip inputs whose output exists.")]
+Force = Annotated[bool, _opt("--force", help="Also process inputs that are vssflow outputs (skipped by default).")]
 FromList = Annotated[Optional[Path], _opt("--from-list", help="Also read input paths from FILE, one per line.")]
 Report = Annotated[Optional[Path], _opt("--report", help="Write a JSON report of the batch to FILE.")]
 Shard = Annotated[Optional[str], _opt("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
@@ -124,7 +125,7 @@ def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], 
         elif it.status == "ok" and it.result:
             print(result_line(it), flush=True)
         elif it.status == "skipped":
-            print(f"{it.input}: skipped, {it.output} exists", flush=True)
+            print(f"{it.input}: skipped, {it.note}", flush=True)
         if it.status == "failed":
             _error(it.error or "failed")
 
@@ -165,6 +166,7 @@ def foley(
     wav: Wav = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    force: Force = False,
     from_list: FromList = None,
     report: Report = None,
     shard: Shard = None,
@@ -176,7 +178,7 @@ def foley(
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
                         loudness=loudness, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
-    req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_foley)
 
 
@@ -202,6 +204,7 @@ def dub(
     wav: Wav = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    force: Force = False,
     from_list: FromList = None,
     report: Report = None,
     shard: Shard = None,
@@ -223,7 +226,7 @@ def dub(
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
         return run_dub(video, out, text, opts, synth, progress)
 
-    req = Request("dub", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    req = Request("dub", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_one)
 
 
