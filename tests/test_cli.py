@@ -307,3 +307,36 @@ def test_dub_names_a_missing_script_before_an_existing_output(cli, tmp_path: Pat
     r = cli("dub", local, "--text", tmp_path / "missing.txt")
     assert r.returncode == 3, r.stderr
     assert "missing.txt" in r.stderr and "already exists" not in r.stderr
+
+
+def test_result_line_is_labelled() -> None:
+    """Issue 13 item 17: `79.5 s of video in 36.6 s, 0.46× real time`, not `(79.5 s, 36.6 s)`."""
+    from vssflow_cli.batch import Item
+    from vssflow_cli.console import result_line
+
+    it = Item("clip.avi", "clip.foley.avi", "ok", result={"duration": 79.5, "wall": 36.6, "audio_tracks": ["a"]})
+    assert result_line(it) == "clip.avi -> clip.foley.avi (79.5 s of video in 36.6 s, 0.46× real time)"
+
+
+def test_progress_shows_time_left_where_a_stage_knows_its_total() -> None:
+    """Issue 13 item 17: a stage with a total shows the time left once its speed is known; one without, none."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from vssflow_cli.console import StageProgress
+
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    now = [0.0]
+    bars = StageProgress(console, "clip.mp4")
+    bars.progress.get_time = lambda: now[0]
+    for t, done in ((0, 1), (10, 2), (20, 3)):  # 0.1 windows/s, 7 of 10 to go: 70 s
+        now[0] = t
+        bars("sampling", done, 10)
+        bars("decode", done * 25, None)
+    console.print(bars.progress.get_renderable())
+    lines = console.file.getvalue().splitlines()
+    sampling, decode = (next(ln for ln in lines if stage in ln) for stage in ("sampling", "decode video"))
+    assert re.search(r"0:01:10 left$", sampling.rstrip()), sampling
+    assert "left" not in decode, decode
