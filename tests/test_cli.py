@@ -340,3 +340,48 @@ def test_progress_shows_time_left_where_a_stage_knows_its_total() -> None:
     sampling, decode = (next(ln for ln in lines if stage in ln) for stage in ("sampling", "decode video"))
     assert re.search(r"0:01:10 left$", sampling.rstrip()), sampling
     assert "left" not in decode, decode
+
+
+def test_help_shows_flags_as_flags_and_videos_as_video(capsys) -> None:
+    """Issue 13 item 14: no `--wav <bool>`, `--json <bool>` or `<list[str]>` in the help."""
+    import re
+
+    from vssflow_cli import cli as cli_mod
+
+    for command in (["foley"], ["dub"], ["info"], ["models", "pull"], []):
+        assert cli_mod.run([*command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "<bool>" not in text and "list[" not in text, text
+    assert cli_mod.run(["foley", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Usage: vssflow foley [OPTIONS] [VIDEO...]" in text and "│   VIDEO... " in text, text
+    for flag in ("--wav", "--json", "--overwrite", "--force", "--help"):
+        assert re.search(rf"│ {flag}\s+(-h\s+)?[A-Z][a-z]", text), flag  # the help text follows the flag: no type
+
+
+def test_wav_takes_no_value(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 14: `--wav CLIP` is a flag then a video; `--wav true` names `true` (exit 2, before any work)."""
+    shutil.copy(clip_short, tmp_path / "c.mp4")
+    r = cli("foley", "--wav", "c.mp4", "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.foley.wav").is_file()
+    r = cli("foley", "c.mp4", "--wav", "true")
+    assert r.returncode == 2 and r.stderr == ("vssflow: error: 'true' is not a file, and flags such as --wav take "
+                                              "no value; drop 'true'\n"), r.stderr  # fmt: skip
+    r = cli("foley", "c.mp4", "--wav=true")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not take a value" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mix", "bogus"], "--mix 'bogus' is not one of replace, add, keep"),
+    (["--mix=bogus"], "--mix 'bogus' is not one of replace, add, keep"),
+    (["--device", "tpu"], "--device 'tpu' is not one of auto, cpu, cuda"),
+    (["--steps", "0"], "--steps '0': must be >= 1"),
+    (["--seed", "1.5"], "--seed '1.5': must be a valid integer"),
+])  # fmt: skip
+def test_option_errors_are_one_line_in_the_house_style(args: list[str], message: str, capsys) -> None:
+    """Issue 13 item 15: not "Invalid value for '--mix': Value error, 'bogus' is not one of 'replace', ..."."""
+    from vssflow_cli import cli as cli_mod
+
+    assert cli_mod.run(["foley", "clip.mp4", *args]) == 2
+    assert capsys.readouterr().err == f"vssflow: error: {message} (see `vssflow foley --help`)\n"

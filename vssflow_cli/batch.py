@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 FATAL = (ModelError, UsageError)  # the same for every input: stop the batch
 REPORT_FORMAT = "vssflow-report-1"
+_FLAG_VALUES = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".3gp", ".ogv")
 
 
@@ -277,6 +278,9 @@ def plan(req: Request) -> tuple[BatchReport, bool]:
     if not inputs:
         raise UsageError(f"no input videos; pass VIDEO... or --from-list FILE (see `vssflow {req.task} --help`)")
     inputs = select_shard(dedupe(inputs), parse_shard(req.shard) if req.shard else None)
+    for x in inputs:  # `--wav true`: the flag took no value, so `true` reads as a video
+        if x.lower() in _FLAG_VALUES and not os.path.lexists(x):
+            raise UsageError(f"{x!r} is not a file, and flags such as --wav take no value; drop {x!r}")
     if req.report is not None and not req.report.parent.is_dir():
         raise OutputError(f"--report {req.report}: folder {req.report.parent} does not exist; create it first")
     outs, wav_only = plan_outputs(req.task, inputs, req.output, req.out_dir, req.wav)
