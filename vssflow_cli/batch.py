@@ -243,7 +243,8 @@ def skip_own_outputs(items: Sequence[Item]) -> None:
     for it in items:
         mark = vssflow_mark(it.input)
         if mark is not None:
-            it.status, it.note = "skipped", f"already a {mark} output; pass --force to process it again"
+            it.status, it.output = "skipped", None  # nothing is written for it
+            it.note = f"already a {mark} output; pass --force to process it again"
 
 
 def plan_outputs(

@@ -125,7 +125,7 @@ def print_summary(report: BatchReport, console: Any) -> None:
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "failed": "red", "skipped": "yellow", "pending": "dim"}
     for it in report.items:
-        detail = it.error if it.status == "failed" else (it.output or "")
+        detail = it.error if it.status == "failed" else it.note if it.status == "skipped" else it.output
         status = "not run" if it.status == "pending" else it.status
-        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail, f"{it.seconds:.1f}")
+        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail or "", f"{it.seconds:.1f}")
     console.print(table)
