@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import files_in, json_lines, video_md5
+from conftest import files_in, json_lines, sha256, video_md5
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vssflow_cli import __version__
 from vssflow_cli.batch import BatchReport, Item, dedupe, default_output, parse_shard, read_list, select_shard
 from vssflow_cli.errors import UsageError
 
@@ -150,3 +151,88 @@ def test_an_input_its_own_type_cannot_hold_fails_alone(cli, tmp_path: Path, clip
                                  "name the output with one of .mp4 .mov .mkv .ts .m2ts .mts .flv")  # fmt: skip
     assert good["status"] == "ok"
     assert files_in(tmp_path / "out") == {"ok.foley.mp4"}
+
+
+def test_batch_outputs_never_collide_or_replace_an_input(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 2: outputs are planned for the whole batch first; two inputs writing one output, or an output
+    that is another input, are refused (exit 2, one line naming both) before any work, nothing written."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(clip_short, tmp_path / sub / "clip.mp4")
+    before = files_in(tmp_path)
+    r = cli("foley", tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", "--out-dir", tmp_path / "out", "--overwrite")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    both = f"{tmp_path / 'a/clip.mp4'} and {tmp_path / 'b/clip.mp4'} would both write {tmp_path / 'out/clip.foley.mp4'}"
+    assert both in r.stderr
+    assert "use -o per file or separate --out-dir" in r.stderr
+    assert files_in(tmp_path) - before <= {"out", "sys-tmp/.ses"}
+
+    x = tmp_path / "x.mp4"
+    shutil.copy(clip_short, x)
+    shutil.copy(clip_short, tmp_path / "x.foley.mp4")  # an input that x.mp4's default output would replace
+    before = {p.name: sha256(p) for p in tmp_path.glob("*.mp4")}
+    r = cli("foley", x, tmp_path / "x.foley.mp4", "--overwrite")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{x} would write {tmp_path / 'x.foley.mp4'}, which is also an input of this batch" in r.stderr
+    assert {p.name: sha256(p) for p in tmp_path.glob("*.mp4")} == before
+
+
+def test_plan_compares_resolved_paths_and_hard_links(tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 2: `d/../d/v.mp4`, a symlink or a hard link to an input counts as that input."""
+    from vssflow_cli.batch import Request, plan
+
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(clip_short, d / "v.mp4")
+    shutil.copy(clip_short, d / "w.mp4")
+    with pytest.raises(UsageError, match="would both write"):
+        plan(Request("foley", (str(d / "v.mp4"), str(tmp_path / "e" / "v.mp4")), out_dir=tmp_path / "o"))
+    (d / "v.foley.mp4").hardlink_to(d / "w.mp4")
+    with pytest.raises(UsageError, match="also an input"):
+        plan(Request("foley", (str(d / "v.mp4"), str(d / "w.mp4"))))
+    (d / "v.foley.mp4").unlink()
+    (d / "link.mp4").symlink_to(d / "v.foley.mp4")  # dangling until v.mp4 is processed
+    with pytest.raises(UsageError, match="also an input"):
+        plan(Request("foley", (str(d / "v.mp4"), str(d / "link.mp4"))))
+    report, _ = plan(Request("foley", (str(d / "v.mp4"), str(d / "w.mp4"))))  # distinct outputs: fine
+    assert [it.output for it in report.items] == [str(d / "v.foley.mp4"), str(d / "w.foley.mp4")]
+
+
+def test_rerunning_over_a_folder_skips_its_own_outputs(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 3: the README loop run twice never makes clip.foley.foley.mp4: an input tagged as a vssflow
+    output is skipped with a one-line note (exit 0, "skipped" in the summary), unless --force."""
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(clip_short, clip)
+    assert cli("foley", clip, "--steps", "1").returncode == 0
+    out = tmp_path / "clip.foley.mp4"
+    before = files_in(tmp_path)
+    r = cli("foley", out, "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    note = f"already a vssflow {__version__} foley output; pass --force to process it again"
+    assert r.stdout == f"{out}: skipped, {note}\n"
+    assert files_in(tmp_path) == before  # no clip.foley.foley.mp4
+    r = cli("foley", clip, out, "--steps", "1", "--skip-existing", "--json")  # `vssflow foley *.mp4` again
+    assert r.returncode == 0, r.stderr
+    got = [(o["status"], o["output"], o["note"]) for o in json_lines(r.stdout)]
+    assert got == [("skipped", str(out), f"{out} exists"), ("skipped", None, note)]  # nothing written for it
+    assert "0 ok, 0 failed, 2 skipped" in r.stderr  # the summary
+    assert files_in(tmp_path) == before
+    r = cli("foley", out, "--steps", "1", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "clip.foley.foley.mp4").is_file()
+
+
+def test_every_container_carries_the_vssflow_mark(tmp_path: Path, subtitled: Path) -> None:
+    """Issue 13 item 3: the mark mux writes reads back from each kind of output (MJPEG fits them all)."""
+    from conftest import ffmpeg
+
+    from vssflow_cli.media import vssflow_mark
+    from vssflow_cli.mux import mux
+
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=2:sample_rate=16000", str(tmp_path / "g.wav"))
+    assert vssflow_mark(subtitled) is None
+    for ext in (".mkv", ".mp4", ".mov", ".avi"):
+        for mix in ("replace", "add", "keep"):
+            out = mux(subtitled, tmp_path / "g.wav", tmp_path / f"o-{mix}{ext}", mix=mix, title="vssflow dub")
+            assert vssflow_mark(out) in (f"vssflow {__version__} dub", "vssflow dub", "original + vssflow dub"), out
+    assert vssflow_mark(tmp_path / "g.wav") is None and vssflow_mark(tmp_path / "missing.mkv") is None

@@ -307,3 +307,81 @@ def test_dub_names_a_missing_script_before_an_existing_output(cli, tmp_path: Pat
     r = cli("dub", local, "--text", tmp_path / "missing.txt")
     assert r.returncode == 3, r.stderr
     assert "missing.txt" in r.stderr and "already exists" not in r.stderr
+
+
+def test_result_line_is_labelled() -> None:
+    """Issue 13 item 17: `79.5 s of video in 36.6 s, 0.46× real time`, not `(79.5 s, 36.6 s)`."""
+    from vssflow_cli.batch import Item
+    from vssflow_cli.console import result_line
+
+    it = Item("clip.avi", "clip.foley.avi", "ok", result={"duration": 79.5, "wall": 36.6, "audio_tracks": ["a"]})
+    assert result_line(it) == "clip.avi -> clip.foley.avi (79.5 s of video in 36.6 s, 0.46× real time)"
+
+
+def test_progress_shows_time_left_where_a_stage_knows_its_total() -> None:
+    """Issue 13 item 17: a stage with a total shows the time left once its speed is known; one without, none."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from vssflow_cli.console import StageProgress
+
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    now = [0.0]
+    bars = StageProgress(console, "clip.mp4")
+    bars.progress.get_time = lambda: now[0]
+    for t, done in ((0, 1), (10, 2), (20, 3)):  # 0.1 windows/s, 7 of 10 to go: 70 s
+        now[0] = t
+        bars("sampling", done, 10)
+        bars("decode", done * 25, None)
+    console.print(bars.progress.get_renderable())
+    lines = console.file.getvalue().splitlines()
+    sampling, decode = (next(ln for ln in lines if stage in ln) for stage in ("sampling", "decode video"))
+    assert re.search(r"0:01:10 left$", sampling.rstrip()), sampling
+    assert "left" not in decode, decode
+
+
+def test_help_shows_flags_as_flags_and_videos_as_video(capsys) -> None:
+    """Issue 13 item 14: no `--wav <bool>`, `--json <bool>` or `<list[str]>` in the help."""
+    import re
+
+    from vssflow_cli import cli as cli_mod
+
+    for command in (["foley"], ["dub"], ["info"], ["models", "pull"], []):
+        assert cli_mod.run([*command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "<bool>" not in text and "list[" not in text, text
+    assert cli_mod.run(["foley", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Usage: vssflow foley [OPTIONS] [VIDEO...]" in text and "│   VIDEO... " in text, text
+    for flag in ("--wav", "--json", "--overwrite", "--force", "--help"):
+        assert re.search(rf"│ {flag}\s+(-h\s+)?[A-Z][a-z]", text), flag  # the help text follows the flag: no type
+
+
+def test_wav_takes_no_value(cli, tmp_path: Path, clip_short: Path) -> None:
+    """Issue 13 item 14: `--wav CLIP` is a flag then a video; `--wav true` names `true` (exit 2, before any work)."""
+    shutil.copy(clip_short, tmp_path / "c.mp4")
+    r = cli("foley", "--wav", "c.mp4", "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.foley.wav").is_file()
+    r = cli("foley", "c.mp4", "--wav", "true")
+    assert r.returncode == 2 and r.stderr == ("vssflow: error: 'true' is not a file, and flags such as --wav take "
+                                              "no value; drop 'true'\n"), r.stderr  # fmt: skip
+    r = cli("foley", "c.mp4", "--wav=true")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not take a value" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mix", "bogus"], "--mix 'bogus' is not one of replace, add, keep"),
+    (["--mix=bogus"], "--mix 'bogus' is not one of replace, add, keep"),
+    (["--device", "tpu"], "--device 'tpu' is not one of auto, cpu, cuda"),
+    (["--steps", "0"], "--steps '0': must be >= 1"),
+    (["--seed", "1.5"], "--seed '1.5': must be a valid integer"),
+])  # fmt: skip
+def test_option_errors_are_one_line_in_the_house_style(args: list[str], message: str, capsys) -> None:
+    """Issue 13 item 15: not "Invalid value for '--mix': Value error, 'bogus' is not one of 'replace', ..."."""
+    from vssflow_cli import cli as cli_mod
+
+    assert cli_mod.run(["foley", "clip.mp4", *args]) == 2
+    assert capsys.readouterr().err == f"vssflow: error: {message} (see `vssflow foley --help`)\n"

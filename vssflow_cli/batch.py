@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 FATAL = (ModelError, UsageError)  # the same for every input: stop the batch
 REPORT_FORMAT = "vssflow-report-1"
+_FLAG_VALUES = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".3gp", ".ogv")
 
 
@@ -107,12 +108,13 @@ class Item:
     exit_code: int = EXIT_OK
     seconds: float = 0.0
     result: dict[str, Any] | None = None
+    note: str | None = None  # why it was skipped
 
     def to_json(self) -> str:
         """One JSON line: the job's result fields plus the item's status, paths, error and timing."""
         d: dict[str, Any] = dict(self.result or {})
         d.update(status=self.status, input=self.input, output=self.output, error=self.error,
-                 exit_code=self.exit_code, seconds=self.seconds)  # fmt: skip
+                 exit_code=self.exit_code, seconds=self.seconds, note=self.note)  # fmt: skip
         return json.dumps(d, ensure_ascii=False)
 
 
@@ -183,13 +185,15 @@ def run_batch(
     debug = bool(os.environ.get("VSSFLOW_DEBUG"))
     for it in report.items:
         if it.status != "pending":
+            if it.status == "skipped" and on_done is not None:  # skipped when planned (a vssflow output)
+                on_done(it)
             continue
         assert it.output is not None
         out = Path(it.output)
         t0 = time.perf_counter()
         try:
             if out.exists() and skip_existing:
-                it.status = "skipped"
+                it.status, it.note = "skipped", f"{out} exists"
             elif out.exists() and not overwrite:
                 raise OutputError(f"{out}: already exists; pass --overwrite to replace it or --skip-existing")
             else:
@@ -228,6 +232,19 @@ class Request:
     shard: str | None = None
     report: Path | None = None
     skip_existing: bool = False
+    force: bool = False  # also process inputs that are vssflow outputs
+
+
+def skip_own_outputs(items: Sequence[Item]) -> None:
+    """Mark inputs that vssflow wrote (tagged by its mux, :func:`vssflow_cli.media.vssflow_mark`) skipped, so
+    re-running over a folder never processes its own outputs (``clip.foley.foley.mp4``)."""
+    from vssflow_cli.media import vssflow_mark
+
+    for it in items:
+        mark = vssflow_mark(it.input)
+        if mark is not None:
+            it.status, it.output = "skipped", None  # nothing is written for it
+            it.note = f"already a {mark} output; pass --force to process it again"
 
 
 def plan_outputs(
@@ -262,10 +279,49 @@ def plan(req: Request) -> tuple[BatchReport, bool]:
     if not inputs:
         raise UsageError(f"no input videos; pass VIDEO... or --from-list FILE (see `vssflow {req.task} --help`)")
     inputs = select_shard(dedupe(inputs), parse_shard(req.shard) if req.shard else None)
+    for x in inputs:  # `--wav true`: the flag took no value, so `true` reads as a video
+        if x.lower() in _FLAG_VALUES and not os.path.lexists(x):
+            raise UsageError(f"{x!r} is not a file, and flags such as --wav take no value; drop {x!r}")
     if req.report is not None and not req.report.parent.is_dir():
         raise OutputError(f"--report {req.report}: folder {req.report.parent} does not exist; create it first")
     outs, wav_only = plan_outputs(req.task, inputs, req.output, req.out_dir, req.wav)
-    return BatchReport(req.task, [Item(i, o) for i, o in zip(inputs, outs, strict=True)]), wav_only
+    items = [Item(i, o) for i, o in zip(inputs, outs, strict=True)]
+    if not req.force:
+        skip_own_outputs(items)
+    check_collisions([it for it in items if it.status == "pending"])  # a skipped input is never read
+    return BatchReport(req.task, items), wav_only
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_collisions(items: Sequence[Item]) -> None:
+    """UsageError, before any work, if two inputs would write one output or an output is another input.
+
+    Paths are compared resolved (symlinks, ``..``) and, where they exist, as files (hard links). An
+    output that is its own input is left to :func:`vssflow_cli.output.check_output_path` (that input fails).
+    """
+    writers: dict[str, Item] = {}
+    for it in items:
+        assert it.output is not None
+        other = writers.setdefault(os.path.realpath(it.output), it)
+        if other is not it:
+            raise UsageError(f"{other.input} and {it.input} would both write {it.output}; "
+                             "use -o per file or separate --out-dir folders")  # fmt: skip
+    inputs: dict[object, Item] = {os.path.realpath(it.input): it for it in items}
+    inputs.update({fid: it for it in items if (fid := _file_id(it.input)) is not None})
+    for it in items:
+        assert it.output is not None
+        fid = _file_id(it.output)
+        reader = inputs.get(os.path.realpath(it.output)) or (inputs.get(fid) if fid is not None else None)
+        if reader is not None and reader is not it:
+            raise UsageError(f"{it.input} would write {it.output}, which is also an input of this batch; "
+                             "drop it from the inputs or write elsewhere with --out-dir")  # fmt: skip
 
 
 RunOne = Callable[[Path, Path, "JobOptions", Any, "Progress | None"], "Result"]

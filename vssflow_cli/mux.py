@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vssflow_cli import __version__
 from vssflow_cli.errors import ContainerError, OutputError, UsageError
 from vssflow_cli.loudness import audio_layout, upmix_filter
 from vssflow_cli.media import MediaInfo, input_url, probe, run_ffmpeg
@@ -215,6 +216,8 @@ def mux(
     if ext in (".mp4", ".m4v", ".mov"):
         args += ["-movflags", "+faststart"]
     args += ["-map_metadata", "0", "-map_chapters", "0"]
+    mark = f"vssflow {__version__} {title.removeprefix('vssflow ')}"  # read back by media.vssflow_mark
+    args += ["-metadata", f"vssflow={mark}", "-metadata", f"encoding_tool={mark}"]
     with atomic_output(out, overwrite=overwrite) as tmp:
         src_ext = Path(info.path).suffix.lower() or ".mkv"
         run_ffmpeg(
