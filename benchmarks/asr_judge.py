@@ -1,6 +1,7 @@
 """Transcription and speech-judge figures on real asterisk prompts (issue 15, issue 11 part 1).
 
     python benchmarks/asr_judge.py --corpus /work/corpus --n 20 --json benchmarks/asr-judge-cpu2.json
+    python benchmarks/asr_judge.py --corpus DIR --n 20 --only detect [--detector whisper]  # part 2 alone
 
 Needs the corpus's unpacked Debian packages (``python -m vssflow_cli.train.corpus DIR`` fetches them):
 ``asterisk-core-sounds-{en,fr,es}`` (+ ``-g722``). Prompts: the first ``n`` of each language's test split
@@ -8,7 +9,9 @@ Needs the corpus's unpacked Debian packages (``python -m vssflow_cli.train.corpu
 
 1. ``vssflow transcribe`` (the CLI, no flags) on the English prompts concatenated with 0.6 s gaps and muxed
    under ``examples/speaker.mp4`` looped: WER against the joined transcripts;
-2. language detection (``transcribe_full`` with no language) on the French and Spanish prompts;
+2. language detection (:func:`vssflow_cli.transcribe.detect_language`, what ``transcribe_full`` with no language
+   uses) on the English, French and Spanish prompts, with the seconds each detection took; ``--detector whisper``
+   measures Whisper's language token alone (the detection before issue 15's decoding check);
 3. the judge (:class:`WhisperJudge`) on the English prompts, on espeak-ng reading the same texts, and on
    the prompts reversed in time (babble).
 """
@@ -77,13 +80,18 @@ def cli_wer(english: list[tuple[str, str, np.ndarray]], work: Path) -> dict:
 
 def detection(recs: list[tuple[str, str, np.ndarray]], lang: str) -> dict:
     """How many prompts ``vssflow`` detects as ``lang``; in all, and among those of at least 1.5 s / 5 s."""
-    from vssflow_cli.transcribe import transcribe_full
+    from vssflow_cli.transcribe import detect_language
 
-    rows = []
+    detect_language(recs[0][2], None, "cpu")  # load the model outside the timing
+    rows, seconds = [], []
     for rid, _, w in recs:
-        t = transcribe_full(w, None, None, "cpu")
-        rows.append((rid, w.size / 16000, t.language, round(t.language_probability, 2)))
-    out: dict = {"n": len(rows), "detected": sum(r[2] == lang for r in rows)}
+        t0 = time.perf_counter()
+        got, p = detect_language(w, None, "cpu")
+        seconds.append(time.perf_counter() - t0)
+        rows.append((rid, w.size / 16000, got, round(p, 2)))
+    out: dict = {"n": len(rows), "detected": sum(r[2] == lang for r in rows),
+                 "seconds_per_detection": {"mean": round(float(np.mean(seconds)), 3),
+                                           "max": round(float(np.max(seconds)), 3)}}  # fmt: skip
     for min_s in (1.5, 5.0):
         long = [r for r in rows if r[1] >= min_s]
         out[f"detected_of_{min_s:g}s_or_longer"] = f"{sum(r[2] == lang for r in long)}/{len(long)}"
@@ -139,13 +147,25 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--only", choices=("all", "detect"), default="all", help="detect: language detection alone")
+    ap.add_argument("--detector", choices=("decode", "whisper"), default="decode",
+                    help="whisper: Whisper's language token alone, no decoding check (the detection before)")  # fmt: skip
     a = ap.parse_args()
+    from vssflow_cli import transcribe
+
+    if a.detector == "whisper":
+        transcribe.DETECT_SURE = 0.0  # every first candidate is "sure": no decoding
     english = prompts(a.corpus, "en", a.n)
-    res: dict = {"prompts_en": [rid for rid, _, _ in english], "loadavg_1m": os.getloadavg()[0]}
-    with tempfile.TemporaryDirectory() as work:
-        res["transcribe_cli"] = cli_wer(english, Path(work))
-    res["language"] = {lang: detection(prompts(a.corpus, lang, a.n), lang) for lang in ("fr", "es")}
-    res["judge"] = judge_rows(english)
+    res: dict = {"prompts_en": [rid for rid, _, _ in english], "loadavg_1m": os.getloadavg()[0],
+                 "detector": {"kind": a.detector, "candidates": transcribe.DETECT_CANDIDATES,
+                              "sure": transcribe.DETECT_SURE}}  # fmt: skip
+    if a.only == "all":
+        with tempfile.TemporaryDirectory() as work:
+            res["transcribe_cli"] = cli_wer(english, Path(work))
+    res["language"] = {lang: detection(english if lang == "en" else prompts(a.corpus, lang, a.n), lang)
+                       for lang in ("en", "fr", "es")}  # fmt: skip
+    if a.only == "all":
+        res["judge"] = judge_rows(english)
     text = json.dumps(res, indent=1, ensure_ascii=False)
     if a.json:
         a.json.write_text(text + "\n", encoding="utf-8")

@@ -215,3 +215,27 @@ def test_write_transcript_errors(tmp_path):
     with pytest.raises(ValueError):
         format_srt([Segment(None, None, "untimed")])
     assert format_srt([Segment(3661.5, 3662.0, "a  b")]) == "1\n01:01:01,500 --> 01:01:02,000\na b\n"
+
+
+def test_pick_language_by_joint_likelihood():
+    # log P(lang | audio) + log P(transcript | lang, audio): a likelier transcript outweighs a likelier token
+    assert tr._pick_language([("it", 0.69, -9.0), ("es", 0.14, -6.0)]) == ("es", 0.14)  # -9.37 vs -7.97
+    assert tr._pick_language([("it", 0.69, -6.5), ("es", 0.14, -6.0)]) == ("it", 0.69)  # -6.87 vs -7.97
+    assert tr._pick_language([("en", 0.0, -1.0), ("fr", 0.3, -50.0)]) == ("en", 0.0)  # P 0 is not log(0)
+
+
+def test_detection_checks_whispers_language_token_by_decoding(packaged_whisper, monkeypatch):
+    """The first 2 s of the real Spanish prompt in tests/data ("Por favor ingrese la ..."): Whisper base's language
+    token says Italian (P 0.69, Spanish 0.14); decoding both candidates makes it Spanish (issue 15)."""
+    from vssflow_cli.media import read_audio
+
+    data = Path(__file__).parent / "data"
+    spanish = read_audio(data / "asterisk-es-conf-getpin.g722", 16000)[: 2 * 16000]
+    french = read_audio(data / "asterisk-fr-conf-getpin.g722", 16000)[: 2 * 16000]
+    with monkeypatch.context() as m:
+        m.setattr(tr, "DETECT_SURE", 0.0)  # the language token alone: the detection before
+        assert tr.detect_language(spanish, device="cpu")[0] == "it"
+    assert tr.detect_language(spanish, device="cpu")[0] == "es"
+    assert tr.detect_language(french, device="cpu")[0] == "fr"  # sure (P 0.97): no decoding
+    t = tr.transcribe_full(spanish, device="cpu", backend="faster-whisper")
+    assert (t.language, t.voice) == ("es", "es-419") and t.segments
