@@ -15,7 +15,7 @@ from vssflow_cli.prior import (
     dub_prior,
     speaking_rate_warnings,
     speech_window,
-    warp_to_guide,
+    time_stretch,
 )
 
 
@@ -72,21 +72,45 @@ def test_align_to_speech_follows_the_target_timing() -> None:
     assert err_dtw < 0.6 * err_naive
 
 
-def test_warp_to_guide_puts_loud_frames_on_mouth_openings() -> None:
-    cfg = AudioConfig()
-    # a teacher reading: three evenly spaced syllables; the mouth opens unevenly over the span
-    mel = np.full((100, cfg.n_mels), SILENCE_LOGMEL, np.float32)
-    mel[0:20] = mel[40:60] = mel[80:100] = 0.0
-    guide = np.zeros(40)
-    guide[0:6] = guide[13:21] = guide[32:40] = 1.0
-    def mismatch(track: np.ndarray) -> float:  # share of guide frames where loudness and mouth disagree
-        loud = (track.mean(1) > SILENCE_LOGMEL / 2).reshape(40, 4).mean(1)
-        return float(np.abs(loud - guide).mean())
+def test_time_stretch_keeps_pitch_level_and_length() -> None:
+    sr = 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr)).astype(np.float32)
+    for n in (9000, 16000, 24000):
+        y = time_stretch(tone, n)
+        assert y.shape == (n,) and y.dtype == np.float32
+        peak_hz = np.fft.rfftfreq(n, 1 / sr)[np.argmax(np.abs(np.fft.rfft(y)))]
+        assert abs(peak_hz - 200) < 2  # resampling would move it to 200 * 16000 / n
+        assert np.sqrt(np.mean(y[800:-800] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.03)  # periods join in phase
 
-    warped = warp_to_guide(mel, guide, 160, 4)
-    flat = warp_to_guide(mel, np.zeros(40), 160, 4)  # no mouth motion: a plain stretch
-    assert warped.shape == flat.shape == (160, cfg.n_mels)
-    assert mismatch(warped) < 0.1 < mismatch(flat)
+
+def test_time_stretch_moves_bursts_to_the_stretched_times() -> None:
+    sr, rng = 16000, np.random.default_rng(0)
+    x = np.zeros(sr, np.float32)
+    for at in range(1000, sr - 1000, 3200):  # a 20 ms "consonant" every 200 ms
+        x[at : at + 320] = rng.normal(0, 0.3, 320)
+    y = time_stretch(x, int(1.5 * sr))
+    env = np.sqrt(np.convolve(y**2, np.ones(80) / 80, mode="same"))
+    loud = env > 0.1
+    starts = np.flatnonzero(np.diff(loud.astype(int)) == 1)
+    groups = starts[np.diff(starts, prepend=-10**6) > 1600]  # WSOLA may repeat a burst within a frame or two
+    assert len(groups) == 5
+    assert np.allclose(np.diff(groups), 4800, atol=400)  # 200 ms apart became 300 ms
+    assert abs(groups[0] - 1500) < 400
+
+
+def test_dub_prior_stretches_readings_whatever_the_lips_do() -> None:
+    cfg = AudioConfig()
+    rng = np.random.default_rng(1)
+    reading = (rng.normal(0, 0.1, 20000) * np.repeat(rng.random(25) > 0.4, 800)).astype(np.float32)
+    lip = np.zeros((125, 8), np.float32)
+    lip[:, 0] = 1.0
+    lip[25:40, 1] = lip[60:62, 1] = 1.0  # uneven mouth openings inside the span
+    with_lips, where = dub_prior([(1.0, 2.5, "x")], [reading], lip, 125, cfg, 25)
+    no_face, _ = dub_prior([(1.0, 2.5, "x")], [reading], None, 125, cfg, 25)
+    assert where == [(1.0, 2.5)]
+    np.testing.assert_array_equal(with_lips, no_face)
+    expect = log_mel(time_stretch(reading, 150 * cfg.hop), cfg)
+    np.testing.assert_allclose(with_lips[100:250], expect, atol=1e-5)
 
 
 def test_speech_window_keeps_readings_natural_in_long_spans() -> None:
