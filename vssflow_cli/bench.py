@@ -9,7 +9,9 @@ Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
   ``stages`` with ``features`` = lip tracking + visual features, ``teacher`` for models with a prior,
   ``segments``) on a talking clip made from the repository's ``examples/speaker.mp4`` (looped to the
   length, scaled to 640x360) and its script repeated once per loop; None, with a note, where the
-  example is not there (an installed wheel);
+  example is not there (an installed wheel). ``teacher_cache`` = {hits, misses}: sentences the teacher
+  found in its cache of readings (repeated lines, earlier runs) vs read aloud (``VSSFLOW_NO_CACHE=1``: 0/0,
+  every sentence read);
 * ``step_ms_ort`` / ``step_ms_torch``: median time of ONE guided DiT step (cond + uncond = batch 2)
   at one window (T = ``window_frames``), same weights and inputs, after warm-up;
 * ``step_gflop``: analytic FLOPs of that step; ``achieved_gflops`` = step_gflop / fastest step;
@@ -310,9 +312,11 @@ def dub_row(synth, tmp: Path, seconds: float, steps: int | None, device: str) ->
     except FileNotFoundError as e:
         return None, f"dub not measured: {e}"
     opts = JobOptions(steps=steps, device=device, overwrite=True, mix="replace")
+    before = _teacher_cache_counts()
     t0 = time.perf_counter()
     result = dub(clip, tmp / "dub.mp4", script, opts, synth)
     wall = time.perf_counter() - t0
+    after = _teacher_cache_counts()
     audio_s = float(result.duration)
     return {
         "rtf": wall / audio_s if audio_s > 0 else math.inf,
@@ -320,8 +324,19 @@ def dub_row(synth, tmp: Path, seconds: float, steps: int | None, device: str) ->
         "audio_s": round(audio_s, 3),
         "stages": {k: round(v, 4) for k, v in result.stages.items()},
         "segments": result.segments,
+        "teacher_cache": {"hits": after[0] - before[0], "misses": after[1] - before[1]},
         "clip": f"{EXAMPLE_SPEAKER.name} looped to {seconds:g} s, 640x360",
     }, ""
+
+
+def _teacher_cache_counts() -> tuple[int, int]:
+    """(hits, misses) of the process's teacher so far; (0, 0) before it is loaded (loading it is the dub's)."""
+    from vssflow_cli.teacher import get_teacher
+
+    if get_teacher.cache_info().currsize == 0:
+        return 0, 0
+    t = get_teacher()
+    return t.cache_hits, t.cache_misses
 
 
 def run_bench(

