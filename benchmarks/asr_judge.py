@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--only", choices=("all", "detect"), default="all", help="detect: language detection alone")
     ap.add_argument("--detector", choices=("decode", "whisper"), default="decode",
-                    help="whisper: Whisper's language token alone, no decoding check (the detection before)")  # fmt: skip
+                    help="whisper: Whisper's language token alone, no decoding check (the old detection)")  # fmt: skip
     a = ap.parse_args()
     from vssflow_cli import transcribe
 
