@@ -152,13 +152,14 @@ def time_stretch(
     prev = None
     for k in range(length // hop + 2):
         t = k * hop  # output position of this frame's centre
-        begin = int(round(t * rate)) - frame // 2
+        last = len(x) - frame // 2  # a frame centred on the last sample; the padding holds any frame up to there
+        begin = min(int(round(t * rate)) - frame // 2, last)
         if prev is not None:
-            natural = xp[margin + prev + hop : margin + prev + hop + frame] * win
+            natural = xp[margin + prev + hop : margin + prev + hop + frame]
             lo = max(begin - tolerance, -margin)
             region = xp[margin + lo : margin + lo + frame + 2 * tolerance]
-            if len(region) >= frame and np.any(natural):
-                begin = lo + int(np.argmax(np.correlate(region, natural, mode="valid")))
+            if len(natural) == frame and len(region) >= frame and np.any(natural):
+                begin = min(lo + int(np.argmax(np.correlate(region, natural * win, mode="valid"))), last)
         at = t - frame // 2 + frame  # output index (out is offset by one frame)
         out[at : at + frame] += xp[margin + begin : margin + begin + frame] * win
         norm[at : at + frame] += win
