@@ -280,6 +280,19 @@ def test_phoneme_track_nonzero_exactly_inside_spans(raw, n_frames):
     assert np.array_equal(track != 0, inside)
 
 
+def test_untimed_text_is_cut_between_spans_at_phrase_ends():
+    text = "That is not a valid conference number. Please try again, or hang up and call us later."
+    placed = place_segments([Segment(None, None, text)], 10.0, [(0.0, 3.3), (3.6, 10.0)])
+    assert [t for _, _, t in placed] == ["That is not a valid conference number.",
+                                         "Please try again, or hang up and call us later."]
+    placed = place_segments([Segment(None, None, "one two three four, five six seven eight nine")], 10.0,
+                            [(0.0, 4.0), (5.0, 9.0)])
+    assert placed[0][2] == "one two three four,"  # no sentence end near: a clause end
+    placed = place_segments([Segment(None, None, "alpha beta gamma delta. epsilon zeta eta theta iota kappa")], 10.0,
+                            [(0.0, 1.0), (1.5, 9.0)])
+    assert len(placed) == 2 and placed[0][2] == "alpha"  # one or two words beside a cut: too few to move it
+
+
 def test_place_segments_timed_untimed_and_fallback():
     timed = [Segment(1.0, 2.0, "a"), Segment(4.5, 7.0, "b"), Segment(9.0, 10.0, "gone")]
     assert place_segments(timed, 6.0, []) == [(1.0, 2.0, "a"), (4.5, 6.0, "b")]

@@ -398,12 +398,40 @@ def _distribute_words(texts: list[str], spans: list[tuple[float, float]]) -> lis
     lengths = np.array([e - s for s, e in spans])
     bounds = np.cumsum(lengths) / lengths.sum()
     which = np.minimum(np.searchsorted(bounds, mid, side="right"), len(spans) - 1)
+    which = _cut_at_phrase_ends(words, which)
     out = []
     for k, (s, e) in enumerate(spans):
         chosen = [w for w, j in zip(words, which) if j == k]
         if chosen:
             out.append((s, e, " ".join(chosen)))
     return out
+
+
+SENTENCE_END, CLAUSE_END = ".!?", ",;:"
+
+
+def _cut_at_phrase_ends(words: list[str], which: np.ndarray) -> np.ndarray:
+    """Move each cut between spans (``which``: span index per word, non-decreasing) to a nearby sentence end, else a
+    clause end, so the teacher reads whole phrases; a cut moves at most a third of the smaller neighbouring span."""
+    which = which.copy()
+    cuts = [i for i in range(1, len(words)) if which[i] != which[i - 1]]
+    for c in cuts:
+        left = int(np.sum(which == which[c - 1]))
+        right = int(np.sum(which == which[c]))
+        reach = min(left, right) // 3
+        if reach == 0:
+            continue
+        lo, hi = max(1, c - reach), min(len(words) - 1, c + reach)
+        for marks in (SENTENCE_END, CLAUSE_END):
+            ends = [i for i in range(lo, hi + 1) if words[i - 1][-1:] in marks]
+            if ends:
+                best = min(ends, key=lambda i: (abs(i - c), i))
+                if best < c:
+                    which[best:c] = which[c]
+                elif best > c:
+                    which[c:best] = which[c - 1]
+                break
+    return which
 
 
 def place_segments(
