@@ -61,6 +61,31 @@ def test_default_mix_keeps_existing_sound(cli, tmp_path: Path, clip_short: Path,
         assert len(titles) == n_audio and titles[-1] == "vssflow foley"
 
 
+def test_foley_is_silent_where_nothing_moves(cli, tmp_path: Path) -> None:
+    """A still picture with sensor noise gets silence, whatever the model makes of how it looks; the moving test
+    pattern still gets sound (the small test model makes noise everywhere, so only the motion gate can silence)."""
+    import numpy as np
+
+    from vssflow_cli.media import ffmpeg_exe, read_audio
+
+    still = tmp_path / "still.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                    "color=c=0x807060:size=160x120:rate=25:duration=3", "-vf", "noise=alls=6:allf=t",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(still)], check=True)  # fmt: skip
+    moving = tmp_path / "moving.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=160x120:rate=25:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    str(moving)], check=True)  # fmt: skip
+    levels = {}
+    for clip in (still, moving):
+        out = tmp_path / f"{clip.stem}.wav"
+        r = cli("foley", clip, "-o", out, "--wav", "--steps", "2")
+        assert r.returncode == 0, r.stderr
+        wave = read_audio(out, 16000)
+        levels[clip.stem] = 20 * np.log10(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) + 1e-10)
+    assert levels["still"] < -60 < levels["moving"], levels
+
+
 @pytest.mark.parametrize("mix, n_audio", [("replace", 1), ("add", 1), ("keep", 2)])
 def test_mix_modes(cli, tmp_path: Path, clip_short: Path, mix: str, n_audio: int) -> None:
     out = tmp_path / f"{mix}.mkv"

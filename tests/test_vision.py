@@ -11,6 +11,7 @@ from vssflow_cli.vision import (
     FEATURE_FPS,
     VIS_SIZE,
     VisualFeatureStream,
+    motion_spans,
     resize_frames,
     sample_bilinear,
     visual_features,
@@ -72,6 +73,20 @@ def test_motion_is_local_and_onset_marks_its_start():
     assert np.all(onset >= 0)
     # appearance: roughly zero-mean, unit-scale constants (grey 90 -> (90/255 - 0.5) / 0.25)
     assert abs(video[0, 191] - (90 / 255 - 0.5) / 0.25) < 1e-5
+
+
+def test_motion_spans_open_where_something_moves_and_ring_on():
+    rng = np.random.default_rng(0)
+    frames = _moving_square(60, start=30)[:40]  # still for 30 frames, then 10 frames of motion
+    noisy = np.clip(frames.astype(np.int16) + rng.integers(-3, 4, frames.shape), 0, 255).astype(np.uint8)
+    _, sync = visual_features(noisy)  # sensor noise of +-3 levels is not motion
+    spans = motion_spans(sync)
+    assert len(spans) == 1
+    s, e = spans[0]
+    assert s == pytest.approx(31 / FEATURE_FPS - 0.2) and e == pytest.approx(40 / FEATURE_FPS + 1.0)
+    _, still = visual_features(noisy[:30])
+    assert motion_spans(still) == []
+    assert motion_spans(np.zeros((0, 18), np.float32)) == []
 
 
 def test_scene_cut_saturates_near_one():

@@ -504,8 +504,13 @@ def foley(
     _check_output(out, video, info, opts)
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
+        from vssflow_cli.prior import SpanGate
+        from vssflow_cli.vision import motion_spans
+
         v, s = visual_features(video, info, clock, progress)
-        conds = {"video": v, "sync": s}
+        # silence is a result: where nothing in the picture moves, the track is faded out (the DiT alone still
+        # gave some still pictures a sound from how they look)
+        conds = {"video": v, "sync": s, "_gate": SpanGate(motion_spans(s), synth.config.audio.sample_rate, pad_s=0.0)}
         if synth.config.prior_dim:  # the model was trained to hear "nothing is said here" as the silent prior
             from vssflow_cli.prior import prior_track
 

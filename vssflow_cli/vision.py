@@ -176,3 +176,33 @@ def visual_features(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if frames.ndim == 4 and frames.shape[1:3] != (VIS_SIZE, VIS_SIZE):
         frames = resize_frames(frames)
     return VisualFeatureStream().push(frames)
+
+
+# --------------------------------------------------------------------------- where something moves
+
+STILL_MOTION = 0.2  # a cell's compressed motion above this is visible movement: held-out stills (sensor noise,
+# flicker, drift) peak at 0.12, every held-out sound clip reaches 0.41 or more
+SOUND_LEAD_S, SOUND_TAIL_S = 0.2, 1.0  # sound may start a little before motion shows, and rings on after it stops
+
+
+def motion_spans(
+    sync: np.ndarray, fps: float = FEATURE_FPS, threshold: float = STILL_MOTION,
+    lead_s: float = SOUND_LEAD_S, tail_s: float = SOUND_TAIL_S,
+) -> list[tuple[float, float]]:  # fmt: skip
+    """Seconds where anything in the picture moves: ``sync`` (n, SYNC_DIM) features -> sorted (start, end) spans.
+
+    A frame moves when any cell of its motion grid exceeds ``threshold``; each moving frame opens
+    ``[t - lead_s, t + 1/fps + tail_s)``, and overlapping openings merge. A still or black clip gives [].
+    """
+    sync = np.asarray(sync, np.float32)
+    if sync.ndim != 2 or sync.shape[1] < MOTION_GRID * MOTION_GRID or len(sync) == 0:
+        return []
+    moving = np.flatnonzero(sync[:, : MOTION_GRID * MOTION_GRID].max(axis=1) > threshold)
+    spans: list[list[float]] = []
+    for i in moving:
+        s, e = max(0.0, i / fps - lead_s), (i + 1) / fps + tail_s
+        if spans and s <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], e)
+        else:
+            spans.append([s, e])
+    return [(s, e) for s, e in spans]

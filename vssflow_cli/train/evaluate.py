@@ -287,8 +287,19 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
         warm = warm_start(synth, conds) if clips[s].kind == "speech" and "prior" in conds else {}
         lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s, **warm)
         waves = synth.decode(lat)
-        out += [waves[j][: clips[i].frames * spl] for j, i in enumerate(idx)]
+        out += [foley_gate(waves[j][: clips[i].frames * spl], clips[i], conds_of(i), synth) for j, i in enumerate(idx)]
     return out
+
+
+def foley_gate(wave: np.ndarray, clip: HeldoutClip, conds: dict, synth) -> np.ndarray:
+    """What ``vssflow foley`` does to its track: silence where nothing moves (speech clips are left as made)."""
+    from vssflow_cli.prior import SpanGate
+    from vssflow_cli.vision import motion_spans
+
+    if clip.kind == "speech" or "sync" not in conds:
+        return wave
+    spans = motion_spans(conds["sync"][: clip.frames], synth.config.latent_fps)
+    return SpanGate(spans, synth.config.audio.sample_rate, pad_s=0.0)(wave, 0)
 
 
 def untrained_bundle(manifest, out_dir: Path) -> Path:
