@@ -504,13 +504,8 @@ def foley(
     _check_output(out, video, info, opts)
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
-        from vssflow_cli.prior import SpanGate
-        from vssflow_cli.vision import motion_spans
-
         v, s = visual_features(video, info, clock, progress)
-        # silence is a result: where nothing in the picture moves, the track is faded out (the DiT alone still
-        # gave some still pictures a sound from how they look)
-        conds = {"video": v, "sync": s, "_gate": SpanGate(motion_spans(s), synth.config.audio.sample_rate, pad_s=0.0)}
+        conds = {"video": v, "sync": s, "_gate": motion_gate(s, synth.config.audio.sample_rate)}
         if synth.config.prior_dim:  # the model was trained to hear "nothing is said here" as the silent prior
             from vssflow_cli.prior import prior_track
 
@@ -519,6 +514,15 @@ def foley(
         return conds
 
     return _finish("foley", video, out, info, opts, synth, build, progress, t0)
+
+
+def motion_gate(sync: np.ndarray, sr: int, fps: float = FEATURE_FPS) -> Callable[[np.ndarray, int], np.ndarray]:
+    """Foley's gate: silence is a result, so the track is faded out where nothing in the picture moves (the DiT
+    alone gave some still pictures a sound from how they look). ``sync`` (n, SYNC_DIM) at ``fps``."""
+    from vssflow_cli.prior import SpanGate
+    from vssflow_cli.vision import motion_spans
+
+    return SpanGate(motion_spans(sync, fps), sr, pad_s=0.0)
 
 
 def _script_segments(

@@ -149,10 +149,10 @@ def time_stretch(
     rate = (len(x) - 1) / max(length - 1, 1)
     out = np.zeros(length + 2 * frame, np.float32)
     norm = np.zeros_like(out)
+    last = len(x) - frame // 2  # a frame centred on the last sample; the padding holds any frame up to there
     prev = None
     for k in range(length // hop + 2):
         t = k * hop  # output position of this frame's centre
-        last = len(x) - frame // 2  # a frame centred on the last sample; the padding holds any frame up to there
         begin = min(int(round(t * rate)) - frame // 2, last)
         if prev is not None:
             natural = xp[margin + prev + hop : margin + prev + hop + frame]

@@ -194,15 +194,10 @@ def motion_spans(
     A frame moves when any cell of its motion grid exceeds ``threshold``; each moving frame opens
     ``[t - lead_s, t + 1/fps + tail_s)``, and overlapping openings merge. A still or black clip gives [].
     """
+    from vssflow_cli.text import merge_spans
+
     sync = np.asarray(sync, np.float32)
     if sync.ndim != 2 or sync.shape[1] < MOTION_GRID * MOTION_GRID or len(sync) == 0:
         return []
     moving = np.flatnonzero(sync[:, : MOTION_GRID * MOTION_GRID].max(axis=1) > threshold)
-    spans: list[list[float]] = []
-    for i in moving:
-        s, e = max(0.0, i / fps - lead_s), (i + 1) / fps + tail_s
-        if spans and s <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], e)
-        else:
-            spans.append([s, e])
-    return [(s, e) for s, e in spans]
+    return merge_spans((max(0.0, i / fps - lead_s), (i + 1) / fps + tail_s) for i in moving)

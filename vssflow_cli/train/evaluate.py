@@ -293,13 +293,11 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
 
 def foley_gate(wave: np.ndarray, clip: HeldoutClip, conds: dict, synth) -> np.ndarray:
     """What ``vssflow foley`` does to its track: silence where nothing moves (speech clips are left as made)."""
-    from vssflow_cli.prior import SpanGate
-    from vssflow_cli.vision import motion_spans
+    from vssflow_cli.pipeline import motion_gate
 
     if clip.kind == "speech" or "sync" not in conds:
         return wave
-    spans = motion_spans(conds["sync"][: clip.frames], synth.config.latent_fps)
-    return SpanGate(spans, synth.config.audio.sample_rate, pad_s=0.0)(wave, 0)
+    return motion_gate(conds["sync"][: clip.frames], synth.config.audio.sample_rate, synth.config.latent_fps)(wave, 0)
 
 
 def untrained_bundle(manifest, out_dir: Path) -> Path:
