@@ -330,7 +330,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "config.ffn_hidden": (1, 1 << 18), "config.cross_dim": (1, 1 << 16),
     "config.video_dim": _DIM, "config.lip_dim": _DIM, "config.sync_dim": _DIM, "config.speaker_dim": _DIM,
     "config.prior_dim": _DIM, "config.phoneme_dim": _DIM, "config.phoneme_vocab": (1, 1 << 16),
-    "config.cond_dropout": (0.0, 1.0),
+    "config.cond_dropout": (0.0, 1.0), "config.prompt_tokens": (1, 1024),
     "config.audio.sample_rate": (1000, 384_000), "config.audio.n_fft": (16, 1 << 16),
     "config.audio.hop": (1, 1 << 16), "config.audio.n_mels": (1, 1024),
     "config.audio.fmin": (0.0, 192_000.0), "config.audio.fmax": (0.0, 192_000.0),
@@ -349,7 +349,10 @@ def check_ranges(manifest: Manifest) -> None:
     from vssflow_cli.sampler import SOLVERS
 
     c, a = manifest.config, manifest.config.audio
-    values = {f"config.{k}": v for k, v in dataclasses.asdict(c).items() if k not in ("name", "audio")}
+    values = {f"config.{k}": v for k, v in dataclasses.asdict(c).items() if k not in ("name", "audio", "prompt_words")}
+    words = c.prompt_words
+    if not all(isinstance(w, str) and w for w in words) or len(set(words)) != len(words):
+        raise _bad(manifest, "config.prompt_words", list(words)[:8], "is not a list of distinct words")
     values |= {f"config.audio.{k}": v for k, v in dataclasses.asdict(a).items()}
     values |= {f"sampler.{k}": v for k, v in manifest.sampler.to_dict().items() if k != "solver"}
     ranges = dict(_RANGES)

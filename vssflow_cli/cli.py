@@ -133,6 +133,10 @@ def _job_options(**kw: Any) -> Any:
 @app.command()
 def foley(
     videos: Videos = None,
+    prompt: Annotated[Optional[str], _opt("--prompt", help="What the sound should be, e.g. \"footsteps on "
+                                          "gravel\" (models trained with prompts; unknown words are named).")] = None,
+    negative_prompt: Annotated[Optional[str], _opt("--negative-prompt", help="What it should not be, e.g. "
+                                                   "\"wind\" (guidance steers away from it).")] = None,
     output: Output = None,
     out_dir: OutDir = None,
     mix: MixOpt = None,
@@ -160,7 +164,7 @@ def foley(
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
                         loudness=loudness, device=device, precision=precision, model=model,
-                        overwrite=overwrite)  # fmt: skip
+                        overwrite=overwrite, prompt=prompt, negative_prompt=negative_prompt)  # fmt: skip
     req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_foley)
 

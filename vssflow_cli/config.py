@@ -20,11 +20,16 @@ name           shape                       meaning
 ``video``      (B, T, video_dim)           visual features, cross-attention tokens
 ``speaker``    (B, speaker_dim)            voice embedding (only if speaker_dim > 0)
 ``prior``      (B, T, prior_dim)           TTS teacher's latent, in-context (only if prior_dim > 0)
+``prompt``     (B, prompt_tokens) int64    foley text prompt word ids, 0 = none (only if prompt_words)
 =============  ==========================  =========================================
-=======
+
+Roles:
+
 * in-context (B, T, width): concatenated to the latent along channels (ids are embedded first);
 * cross (B, T, width): cross-attention tokens, one per frame;
-* global (B, width): one cross-attention token for the whole window.
+* global (B, width): one cross-attention token for the whole window;
+* tokens (B, L) int64: L word ids embedded into L cross-attention tokens for the whole window (id 0 = no token,
+  masked out of attention).
 
 The unconditional branch of classifier-free guidance is every condition zeroed together (id 0 =
 no speech). Adding a condition = one config width field + one :data:`CONDITIONS` entry here, plus
@@ -87,6 +92,8 @@ class ModelConfig:
     phoneme_dim: int = 32
     speaker_dim: int = 0  # 0 = no speaker token
     prior_dim: int = 0  # 0 = no acoustic prior; else the teacher's latent (latent_channels wide), in-context
+    prompt_words: tuple[str, ...] = ()  # foley prompt vocabulary (vssflow_cli.prompt); () = no prompt input
+    prompt_tokens: int = 8  # prompt words the model reads per window
     cond_dropout: float = 0.1
     audio: AudioConfig = field(default_factory=AudioConfig)
 
@@ -117,6 +124,8 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        if "prompt_words" in d:  # JSON gives a list; the config is frozen and hashable
+            d["prompt_words"] = tuple(str(w) for w in d["prompt_words"])
         return cls(audio=audio, **d)
 
     @classmethod
@@ -126,7 +135,7 @@ class ModelConfig:
 
 # --------------------------------------------------------------------------- condition contract
 
-IN_CONTEXT, CROSS, GLOBAL = "in-context", "cross", "global"
+IN_CONTEXT, CROSS, GLOBAL, TOKENS = "in-context", "cross", "global", "tokens"
 
 
 @dataclass(frozen=True)
@@ -134,10 +143,10 @@ class Condition:
     """One conditioning input of the network (see the module docstring)."""
 
     name: str
-    role: str  # IN_CONTEXT | CROSS | GLOBAL
+    role: str  # IN_CONTEXT | CROSS | GLOBAL | TOKENS
     width: Callable[[ModelConfig], int]  # channels inside the model (ids: embedding width); 0 = absent
     doc: str
-    vocab: Callable[[ModelConfig], int] | None = None  # set for id tracks: int64 (B, T) in [0, vocab)
+    vocab: Callable[[ModelConfig], int] | None = None  # set for ids: int64 (B, T) or (B, L) in [0, vocab)
     features: str | None = None  # id of the extractor that computes it, stored in bundles and checked
 
     @property
@@ -149,6 +158,8 @@ class Condition:
 
     def shape(self, config: ModelConfig, batch: int, frames: int) -> tuple[int, ...]:
         """Array shape for ``batch`` windows of ``frames`` latent frames."""
+        if self.role == TOKENS:
+            return (batch, config.prompt_tokens)
         if self.vocab is not None:
             return (batch, frames)
         if self.role == GLOBAL:
@@ -166,12 +177,20 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("prior", IN_CONTEXT, lambda c: c.prior_dim,
               "acoustic prior: the TTS teacher's reading as codec latents, warped onto the speech spans; the latent "
               "of silence where nothing is said, zeros = no prior", features="vssflow-prior-kokoro-v1"),
+    Condition("prompt", TOKENS, lambda c: c.cross_dim if c.prompt_words else 0,
+              "foley text prompt: word ids of vssflow_cli.prompt (word i of prompt_words -> i + 2), 0 = none",
+              vocab=lambda c: len(c.prompt_words) + 2),
 )
 """Every condition, in the order of ``VSSFlowDiT.forward``'s arguments after ``x, t``."""
 
 def conditions(config: ModelConfig) -> tuple[Condition, ...]:
     """The conditions ``config``'s model takes (width > 0), in forward-argument order."""
     return tuple(c for c in CONDITIONS if c.present(config))
+
+
+def per_window(config: ModelConfig) -> frozenset[str]:
+    """Conditions that hold one value per window (no time axis): the same array goes to every window."""
+    return frozenset(c.name for c in conditions(config) if c.role in (GLOBAL, TOKENS))
 
 
 def condition_names(config: ModelConfig) -> tuple[str, ...]:

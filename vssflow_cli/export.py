@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from vssflow_cli.audio import LatentCodec
 from vssflow_cli.bundle import DEFAULT_LICENCE, ENCODER_ROLE, INT8_ROLE, SamplerDefaults, file_sha256, write_bundle
-from vssflow_cli.config import GLOBAL, condition_names, conditions, random_inputs
+from vssflow_cli.config import condition_names, conditions, per_window, random_inputs
 from vssflow_cli.errors import ModelError
 from vssflow_cli.model.checkpoint import load_checkpoint
 from vssflow_cli.model.dit import VSSFlowDiT
@@ -83,7 +83,8 @@ def dummy_inputs(model: VSSFlowDiT, T: int, batch: int = 1, seed: int = 0) -> di
 
 def _per_frame(model: VSSFlowDiT) -> dict[str, bool]:
     """Graph input name -> whether its axis 1 is the (dynamic) frame axis."""
-    return {"x": True, "t": False} | {c.name: c.role != GLOBAL for c in conditions(model.config)}
+    fixed = per_window(model.config)  # one value per window: the speaker vector, the prompt's word ids
+    return {"x": True, "t": False} | {c.name: c.name not in fixed for c in conditions(model.config)}
 
 
 def export_dit_onnx(

@@ -78,6 +78,8 @@ class JobOptions:
     asr_model: str | None = None
     overwrite: bool = False
     warm_start: bool = False  # dub: start sampling from the teacher's latents (the bundle says where)
+    prompt: str | None = None  # foley: what the sound should be ("footsteps on gravel")
+    negative_prompt: str | None = None  # foley: what it should not be (the unconditional branch of the guidance)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -324,8 +326,12 @@ def _generate(
     writer: _TrackWriter,
     clock: _Clock,
     progress: Progress,
+    fixed: dict[str, np.ndarray] | None = None,
+    uncond: dict[str, np.ndarray] | None = None,
 ) -> int:
-    """Sample + decode every window and crossfade into ``writer``. conds: name -> (n_frames, ...)."""
+    """Sample + decode every window and crossfade into ``writer``. conds: name -> (n_frames, ...); ``fixed``:
+    name -> the one value of a per-window condition (the prompt's ids), given to every window; ``uncond``: the
+    same for the unconditional branch (the negative prompt)."""
     import numpy as np
 
     from vssflow_cli.windows import Crossfader, plan_windows
@@ -347,7 +353,10 @@ def _generate(
             padded = np.zeros((1, n, *a.shape[1:]), a.dtype)
             padded[0, : e - s] = a[s:e]
             batch[name] = padded
+        batch |= {name: a[None] for name, a in (fixed or {}).items()}
         warm = warm_start(synth, batch) if "prior" in batch and opts.warm_start else {}
+        if uncond:
+            warm["uncond"] = {name: a[None] for name, a in uncond.items()}
         with clock("sampling"):
             latents = synth.sample(
                 batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step,
@@ -371,15 +380,17 @@ def warm_start(synth: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _generate_to(
     path: Path, subtype: str, synth: Any, conds: dict[str, np.ndarray], n: int, n_samples: int, opts: JobOptions,
-    clock: _Clock, progress: Progress, gate: Callable | None = None,
+    clock: _Clock, progress: Progress, gate: Callable | None = None, fixed: dict[str, np.ndarray] | None = None,
+    uncond: dict[str, np.ndarray] | None = None,
 ) -> int:  # fmt: skip
     """Generate the whole track into the WAV ``path`` (exactly ``n_samples``); returns the window count.
 
     ``gate(samples, offset)``, if given, shapes the track as it is written (dub: silence outside the speech spans).
+    ``fixed``/``uncond``: per-window conditions (:func:`_generate`).
     """
     writer = _TrackWriter(path, synth.config.audio.sample_rate, n_samples, subtype, gate)
     try:
-        n_windows = _generate(synth, conds, n, opts, writer, clock, progress)
+        n_windows = _generate(synth, conds, n, opts, writer, clock, progress, fixed, uncond)
         writer.close()
     except BaseException:
         writer.discard()
@@ -447,6 +458,8 @@ def _finish(
     clock = _Clock()
     conds = build(clock, progress)
     gate = conds.pop("_gate", None)
+    fixed, uncond = conds.pop("_fixed", None), conds.pop("_uncond", None)
+    notes = tuple(conds.pop("_warnings", ()))
     n = _n_latent(info, synth)
     conds = {k: to_latent_frames(v, n, FEATURE_FPS, synth.config.latent_fps) for k, v in conds.items()}
     sr = synth.config.audio.sample_rate
@@ -455,7 +468,7 @@ def _finish(
     with tempfile.TemporaryDirectory(prefix="vssflow-") as tmpdir:
         wav = Path(tmpdir) / "generated.w64"
         # the gate shapes the samples as they are written, so the levels are measured on the gated track
-        n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate)
+        n_windows = _generate_to(wav, "FLOAT", synth, conds, n, n_samples, opts, clock, progress, gate, fixed, uncond)
         progress("mux", 0, 1)
         with clock("mux"):
             levels = level_track(wav, task, loudness=opts.loudness, gain_db=opts.gain_db,
@@ -483,7 +496,7 @@ def _finish(
         precision=str(getattr(synth, "precision", "fp32")),
         stages=clock.stages | extra.pop("stages", {}),
         wall=time.perf_counter() - t0,
-        warnings=() if opts.wav_only else tuple(mux_warnings(out, info)),
+        warnings=notes + (() if opts.wav_only else tuple(mux_warnings(out, info))),
         levels=levels.to_dict(),
         audio_tracks=_audio_tracks(task, opts, mix, info),
         **extra,
@@ -502,10 +515,11 @@ def foley(
     video, out = Path(video), Path(out)
     info = probe(video)
     _check_output(out, video, info, opts)
+    prompts = prompt_conditions(synth.config, opts, getattr(getattr(synth, "manifest", None), "name", "the model"))
 
     def build(clock: _Clock, progress: Progress) -> dict[str, np.ndarray]:
         v, s = visual_features(video, info, clock, progress)
-        conds = {"video": v, "sync": s, "_gate": motion_gate(s, synth.config.audio.sample_rate)}
+        conds = {"video": v, "sync": s, "_gate": motion_gate(s, synth.config.audio.sample_rate), **prompts}
         if synth.config.prior_dim:  # the model was trained to hear "nothing is said here" as the silent prior
             from vssflow_cli.prior import prior_track
 
@@ -514,6 +528,38 @@ def foley(
         return conds
 
     return _finish("foley", video, out, info, opts, synth, build, progress, t0)
+
+
+def prompt_conditions(config: Any, opts: JobOptions, model: str) -> dict[str, Any]:
+    """The per-window prompt conditions of a foley run (``_fixed``, ``_uncond``) and a warning naming the words
+    the model does not know (``_warnings``); {} without a prompt. UsageError if the model has no prompt input."""
+    import numpy as np
+
+    from vssflow_cli.prompt import prompt_ids, unknown_words
+
+    if not (opts.prompt or opts.negative_prompt):
+        return {}
+    if not config.prompt_words:
+        raise UsageError(
+            f"model {model} takes no text prompt; drop --prompt/--negative-prompt or use a model trained with prompts"
+        )
+    out: dict[str, Any] = {"_warnings": []}
+    for key, text in (("_fixed", opts.prompt), ("_uncond", opts.negative_prompt)):
+        if not text:
+            continue
+        ids = prompt_ids(text, config.prompt_words, config.prompt_tokens)
+        unknown = unknown_words(text, config.prompt_words)
+        flag = "--prompt" if key == "_fixed" else "--negative-prompt"
+        if unknown:
+            out["_warnings"].append(
+                f"{flag}: model {model} does not know {', '.join(repr(w) for w in unknown)}; "
+                f"it knows {len(config.prompt_words)} words (listed in its MODEL.md), the rest are ignored"
+            )
+        if not np.any(ids):
+            out["_warnings"].append(f"{flag} {text!r} holds no word the model knows: generating without it")
+            continue
+        out[key] = {"prompt": ids}
+    return out
 
 
 def motion_gate(sync: np.ndarray, sr: int, fps: float = FEATURE_FPS) -> Callable[[np.ndarray, int], np.ndarray]:

@@ -293,8 +293,9 @@ class Synthesizer:
                     raise ModelError(f"condition {name!r} must hold integer ids, got {a.dtype} — pass int64 ids")
                 if a.size and (a.min() < 0 or a.max() >= vocab):
                     raise ModelError(
-                        f"phoneme ids must lie in [0, {vocab}), got [{a.min()}, {a.max()}] — "
-                        "the script's phoneme vocabulary does not match this model"
+                        f"{'phoneme' if name == 'phonemes' else name} ids must lie in [0, {vocab}), got "
+                        f"[{a.min()}, {a.max()}] — the {'phoneme' if name == 'phonemes' else name} vocabulary "
+                        "does not match this model"
                     )
             out[name] = np.ascontiguousarray(a, dtype=cond.dtype)
         return out
@@ -353,12 +354,14 @@ class Synthesizer:
         batch: int | None = None,
         start: np.ndarray | None = None,
         t_start: float = 0.0,
+        uncond: Conds | None = None,
     ) -> np.ndarray:
         """Generate latents (B, n_frames, latent_channels) float32 by integrating the guided velocity.
 
         conds: name -> (B, ...) arrays (absent ones are zeros); steps/cfg/solver default to the
         bundle's sampler settings. Conditional and unconditional branches run as one batch of 2B.
         ``start``/``t_start``: warm start from a guess of the latents (:func:`vssflow_cli.sampler.sample`).
+        ``uncond``: conditions of the unconditional branch other than zeros (``prompt``: a negative prompt).
         """
         from vssflow_cli import sampler
 
@@ -366,6 +369,7 @@ class Synthesizer:
             raise UsageError(f"n_frames must be >= 1, got {n_frames}")
         checked = self.check_conditions(conds, n_frames, batch)
         B = next(iter(checked.values())).shape[0]
+        unc = {k: v for k, v in self.check_conditions(uncond, n_frames, B).items() if k in uncond} if uncond else None
         d = self.manifest.sampler
         try:
             res = sampler.sample(
@@ -379,6 +383,7 @@ class Synthesizer:
                 progress=progress,
                 start=start,
                 t_start=t_start,
+                uncond=unc,
             )
         except ValueError as e:  # bad solver / steps
             raise UsageError(f"{e}") from e

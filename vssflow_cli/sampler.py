@@ -59,11 +59,19 @@ def zero_conditions(conds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.zeros_like(v) for k, v in conds.items()}
 
 
-def cfg_velocity(fn: VelocityFn, conds: dict[str, np.ndarray], cfg: float) -> GuidedFn:
-    """Bind conditions and guidance weight: returns fn'(x (B,T,C), t (B,)) -> (B,T,C)."""
+def cfg_velocity(
+    fn: VelocityFn, conds: dict[str, np.ndarray], cfg: float, uncond: dict[str, np.ndarray] | None = None
+) -> GuidedFn:
+    """Bind conditions and guidance weight: returns fn'(x (B,T,C), t (B,)) -> (B,T,C).
+
+    ``uncond``: conditions of the unconditional branch that are not zeros (a negative prompt), same shapes.
+    """
     if cfg == 1.0:
         return lambda x, t: fn(x, t, conds)
-    both = {k: np.concatenate([v, np.zeros_like(v)], axis=0) for k, v in conds.items()}  # (2B, ...)
+    uncond = uncond or {}
+    both = {
+        k: np.concatenate([v, uncond[k] if k in uncond else np.zeros_like(v)], axis=0) for k, v in conds.items()
+    }  # (2B, ...)
 
     def guided(x: np.ndarray, t: np.ndarray) -> np.ndarray:
         B = x.shape[0]
@@ -177,13 +185,15 @@ def sample(
     x0: np.ndarray | None = None,
     start: np.ndarray | None = None,
     t_start: float = 0.0,
+    uncond: dict[str, np.ndarray] | None = None,
 ) -> SampleResult:
     """Integrate the guided velocity from noise (t = 0) to data (t = 1).
 
     fn: velocity function (module docstring); conds: name -> (B, ...) arrays;
     shape: (B, T, C) of the latent; solver/steps: see the table above (steps unused by dopri5);
     cfg: guidance weight (1 = conditional only); seed: noise seed (ignored if x0 is given);
-    x0: optional (B, T, C) starting noise. Returns :class:`SampleResult`.
+    x0: optional (B, T, C) starting noise; uncond: the unconditional branch's non-zero conditions (a negative
+    prompt; :func:`cfg_velocity`). Returns :class:`SampleResult`.
 
     Warm start (``start`` (B, T, C) and ``t_start`` in (0, 1), fixed-step solvers): the ODE begins at
     ``t_start`` from the point of the OT path between the noise and ``start``, ``(1 - t) x0 + t start``, instead of
@@ -211,7 +221,10 @@ def sample(
         x = ((1.0 - t_start) * x + t_start * np.asarray(start, dtype=x.dtype)).astype(x.dtype)
     else:
         t_start = 0.0
-    f = _Counted(cfg_velocity(fn, conds, cfg), shape[0], x.dtype)
+    for name, c in (uncond or {}).items():
+        if name not in conds or c.shape != conds[name].shape:
+            raise ValueError(f"unconditional {name!r} must match the condition's shape {conds.get(name, c).shape}")
+    f = _Counted(cfg_velocity(fn, conds, cfg, uncond), shape[0], x.dtype)
     if solver == "dopri5":
         x = _dopri5(f, x, rtol, atol, progress)
     else:

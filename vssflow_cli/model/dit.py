@@ -8,7 +8,9 @@ Conditions enter two ways (names, shapes and roles: ``vssflow_cli.config.CONDITI
   ``width`` by a 1x1 convolution (a Linear over channels), and handled by self-attention with
   rotary position embeddings; a global timestep token is prepended (rotary length T + 1);
 * cross-attention: video features (2-layer MLP + sinusoidal frame-index embedding) preceded
-  by an optional speaker token.
+  by an optional speaker token and followed by the optional text-prompt tokens (one learned
+  embedding per word plus a learned position; padding ids are masked out of attention, so a
+  model given no prompt computes exactly what it would without the prompt input).
 
 Phoneme id 0 embeds to a fixed zero vector, so "all conditions zeroed" (the classifier-free
 guidance unconditional branch) is exactly zeros / id 0 in every input.
@@ -137,8 +139,9 @@ class VSSFlowDiT(nn.Module):
     Args of :meth:`forward` (B = batch, T = latent frames):
         x: (B, T, latent_channels) float, the noisy latent.
         t: (B,) float flow time in [0, 1].
-        phonemes, lip, sync, video, speaker: the conditions, in the order, shapes and dtypes of
-            ``vssflow_cli.config.CONDITIONS``; ``speaker`` is required iff ``speaker_dim > 0``.
+        phonemes, lip, sync, video, speaker, prior, prompt: the conditions, in the order, shapes and
+            dtypes of ``vssflow_cli.config.CONDITIONS``; ``speaker`` is required iff ``speaker_dim > 0``,
+            ``prior`` iff ``prior_dim > 0``, ``prompt`` (B, prompt_tokens) int64 iff ``prompt_words``.
         frame_mask: optional (B, T) bool, True = real frame. Padded frames are hidden from
             attention keys, so valid frames see exactly what an unpadded run would. Training
             only; the exported graph has no mask.
@@ -161,6 +164,10 @@ class VSSFlowDiT(nn.Module):
             nn.Linear(cfg.video_dim, cfg.cross_dim), nn.SiLU(), nn.Linear(cfg.cross_dim, cfg.cross_dim)
         )
         self.speaker_proj = nn.Linear(cfg.speaker_dim, cfg.cross_dim) if cfg.speaker_dim > 0 else None
+        self.prompt_emb = self.prompt_pos = None
+        if cfg.prompt_words:
+            self.prompt_emb = nn.Embedding(len(cfg.prompt_words) + 2, cfg.cross_dim, padding_idx=0)
+            self.prompt_pos = nn.Parameter(torch.zeros(cfg.prompt_tokens, cfg.cross_dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.latent_channels)
@@ -175,12 +182,17 @@ class VSSFlowDiT(nn.Module):
         nn.init.normal_(self.phoneme_emb.weight, std=0.02)
         with torch.no_grad():
             self.phoneme_emb.weight[0].zero_()  # id 0 = no speech = the zeroed condition
+        if self.prompt_emb is not None:
+            nn.init.normal_(self.prompt_emb.weight, std=0.02)
+            nn.init.normal_(self.prompt_pos, std=0.02)
+            with torch.no_grad():
+                self.prompt_emb.weight[0].zero_()
         # Zero output: the untrained model predicts v = 0, a stable start for flow matching.
         nn.init.zeros_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def condition_tokens(self, video: Tensor, speaker: Tensor | None) -> Tensor:
-        """Cross-attention tokens: [speaker?, video frames] -> (B, (1) + T, cross_dim)."""
+    def condition_tokens(self, video: Tensor, speaker: Tensor | None, prompt: Tensor | None = None) -> Tensor:
+        """Cross-attention tokens: [speaker?, video frames, prompt words?] -> (B, (1) + T + (P), cross_dim)."""
         T = video.shape[1]
         pos = sinusoidal_embedding(torch.arange(T, device=video.device), self.config.cross_dim)
         ctx = self.video_mlp(video) + pos.to(video.dtype)  # (B, T, Cc)
@@ -189,7 +201,24 @@ class VSSFlowDiT(nn.Module):
                 raise ValueError("this model has speaker_dim > 0: pass speaker (B, speaker_dim)")
             spk = self.speaker_proj(speaker).unsqueeze(1)  # (B, 1, Cc)
             ctx = torch.cat([spk, ctx], dim=1)  # (B, 1 + T, Cc)
+        if self.prompt_emb is not None:
+            if prompt is None:
+                raise ValueError("this model takes a text prompt: pass prompt (B, prompt_tokens) ids, zeros = none")
+            words = self.prompt_emb(prompt).to(ctx.dtype) + self.prompt_pos.to(ctx.dtype)  # (B, P, Cc)
+            ctx = torch.cat([ctx, words], dim=1)  # (B, L, Cc)
         return ctx
+
+    def cross_mask(self, frame_mask: Tensor | None, prompt: Tensor | None, batch: int, T: int) -> Tensor | None:
+        """(B, L) bool key mask of the cross-attention tokens, True = attend; None = attend to all."""
+        if frame_mask is None and self.prompt_emb is None:
+            return None
+        dev = prompt.device if prompt is not None else frame_mask.device
+        m = torch.ones(batch, T, dtype=torch.bool, device=dev) if frame_mask is None else frame_mask.bool()
+        if self.speaker_proj is not None:
+            m = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)
+        if self.prompt_emb is not None:
+            m = torch.cat([m, prompt != 0], dim=1)  # padding words are no tokens
+        return m
 
     def forward(
         self,
@@ -201,6 +230,7 @@ class VSSFlowDiT(nn.Module):
         video: Tensor,
         speaker: Tensor | None = None,
         prior: Tensor | None = None,
+        prompt: Tensor | None = None,
         frame_mask: Tensor | None = None,
     ) -> Tensor:
         T = x.shape[1]
@@ -214,15 +244,15 @@ class VSSFlowDiT(nn.Module):
         t_freq = sinusoidal_embedding(t * TIME_SCALE, TIME_FREQ_DIM).to(x.dtype)  # (B, 256)
         t_tok = self.time_mlp(t_freq).unsqueeze(1)  # (B, 1, W)
         h = torch.cat([t_tok, h], dim=1)  # (B, T + 1, W)
-        ctx = self.condition_tokens(video, speaker)  # (B, L, Cc)
+        ctx = self.condition_tokens(video, speaker, prompt)  # (B, L, Cc)
 
         cos, sin = rotary_tables(T + 1, self.config.width // self.config.heads, x.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T + 1, D/2)
-        self_mask = cross_mask = None
+        self_mask = None
         if frame_mask is not None:
             m = frame_mask.bool()
             self_mask = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)  # (B, T + 1)
-            cross_mask = self_mask if self.speaker_proj is not None else m  # (B, L)
+        cross_mask = self.cross_mask(frame_mask, prompt, x.shape[0], T)  # (B, L) or None
 
         for block in self.blocks:
             h = block(h, ctx, cos, sin, self_mask, cross_mask)  # (B, T + 1, W)
@@ -243,7 +273,8 @@ def step_flops(config: ModelConfig, T: int) -> int:
     c = config
     W, F_, Cc = c.width, c.ffn_hidden, c.cross_dim
     S = T + 1  # time token + frames
-    L = T + (1 if c.speaker_dim > 0 else 0)  # cross-attention tokens
+    P = c.prompt_tokens if c.prompt_words else 0
+    L = T + (1 if c.speaker_dim > 0 else 0) + P  # cross-attention tokens
     mm = 0
     mm += T * c.in_channels * W  # in_proj
     mm += TIME_FREQ_DIM * W + W * W  # time MLP (one token)

@@ -24,8 +24,14 @@ def _batch_size(conds: Conds) -> int:
     return next(iter(conds.values())).shape[0]
 
 
+SPARED = ("prompt",)
+"""Conditions kept in half of the dropped samples: the model also learns "this prompt and nothing else", the
+unconditional branch of a negative prompt (``vssflow foley --negative-prompt``)."""
+
+
 def drop_conditions(conds: Conds, p: float, generator: torch.Generator | None = None) -> Conds:
-    """Zero ALL conditions of each sample together with probability ``p``.
+    """Zero ALL conditions of each sample together with probability ``p`` (those of :data:`SPARED` only in half
+    of the dropped samples).
 
     conds: name -> (B, ...) tensors (phoneme ids become 0 = no speech). Returns a new dict.
     """
@@ -33,10 +39,14 @@ def drop_conditions(conds: Conds, p: float, generator: torch.Generator | None = 
         return dict(conds)
     first = next(iter(conds.values()))
     dev = generator.device if generator is not None else first.device
-    keep = torch.rand(_batch_size(conds), generator=generator, device=dev).to(first.device) >= p  # (B,)
+    B = _batch_size(conds)
+    keep = torch.rand(B, generator=generator, device=dev).to(first.device) >= p  # (B,)
+    spare = keep
+    if any(name in conds for name in SPARED):
+        spare = keep | (torch.rand(B, generator=generator, device=dev).to(first.device) < 0.5)  # (B,)
     out = {}
     for name, c in conds.items():
-        k = keep.reshape(-1, *([1] * (c.dim() - 1)))  # (B, 1, ...)
+        k = (spare if name in SPARED else keep).reshape(-1, *([1] * (c.dim() - 1)))  # (B, 1, ...)
         out[name] = torch.where(k, c, torch.zeros_like(c))
     return out
 

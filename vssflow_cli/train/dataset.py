@@ -20,6 +20,12 @@ the lips alone never make speech: where the prior says nothing, the model says n
 whose target is the teacher's aligned reading itself instead of the recording: it teaches the model to carry the
 prior's words through (the recordings alone are one voice, so without it the model must learn the words and a
 voice conversion at once, from 25 minutes).
+
+With ``config.prompt_words`` every window also carries a text prompt (:mod:`vssflow_cli.prompt`): a sound clip's
+caption, else its category path as words ("footsteps/gravel" -> "footsteps gravel"); ``add`` and ``insert``
+windows take their background's, speech windows none. A sound window's prompt is left out with p =
+``PROMPT_DROP``, and when it is kept the window's video tokens are hidden with p = ``PROMPT_ONLY`` (sync stays):
+a rendered scene shows its category in its texture, so without that the model could ignore the words.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from vssflow_cli.prior import SILENCE_LOGMEL
 
 FEATURE_KEYS = ("video", "sync", "lip")
 MODES = ("speech", "echo", "sound", "add", "insert", "mute")
+PROMPT_DROP = 0.3  # sound windows trained without their prompt (the no-prompt foley of the last release)
+PROMPT_ONLY = 0.25  # windows whose video tokens are hidden when the prompt is kept
 
 
 @dataclass
@@ -52,6 +60,7 @@ class Clip:
     phonemes: np.ndarray
     lang: str = ""  # speech only: the index row's language code
     prior_mel: np.ndarray | None = None  # (frames * mel_per_latent, n_mels) aligned teacher log-mel, if built
+    prompt: str = ""  # sound only: the words it is captioned with (prompt.category_text)
 
     @property
     def frames(self) -> int:
@@ -92,11 +101,22 @@ def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = No
         prior = load_file(str(prior_file))["prior_mel"].astype(np.float32) if prior_file.exists() else None
         clips.append(
             Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64),
-                 row.get("lang") or "", prior)
+                 row.get("lang") or "", prior, clip_prompt(row))
         )
         if limit and len(clips) >= limit:
             break
     return clips
+
+
+def clip_prompt(row: dict) -> str:
+    """The prompt a corpus clip is trained with: a sound's caption or category words; "" for speech and stills
+    (a still picture is silent whatever its prompt says, and the motion gate makes it so at inference)."""
+    from vssflow_cli.prompt import category_text
+
+    category = str(row.get("category") or "")
+    if row.get("kind") != "sound" or category.startswith("silence/"):
+        return ""
+    return category_text(category, str(row.get("caption") or ""))
 
 
 def fit_codec(clips: list[Clip], config: ModelConfig, max_clips: int = 400, seed: int = 0) -> LatentCodec:
@@ -157,6 +177,7 @@ class WindowSampler:
             "video": np.zeros((w, c.video_dim), np.float32),
             "prior_mel": np.full((w * self.k, c.audio.n_mels), SILENCE_LOGMEL, np.float32),
             "prior_known": True,
+            "prompt": "",
         }
 
     def _speech(self, rng: np.random.Generator) -> Clip:
@@ -170,6 +191,8 @@ class WindowSampler:
         for k in FEATURE_KEYS:
             item[k][off : off + n] += getattr(clip, k)
         item["phonemes"][off : off + n] = clip.phonemes
+        if clip.kind == "sound" and not item["prompt"]:
+            item["prompt"] = clip.prompt
         if clip.kind == "speech":
             if clip.prior_mel is None:
                 item["prior_known"] = False
@@ -218,9 +241,26 @@ class WindowSampler:
             known = item["prior_known"]
             absent = np.zeros((w, self.cfg.prior_dim), np.float32)
             out["prior"] = self.codec.encode(item["prior_mel"])[:w] if known else absent
+        if self.cfg.prompt_words:
+            self._prompt(out, item["prompt"], rng)
         return out
+
+    def _prompt(self, out: dict, text: str, rng: np.random.Generator) -> None:
+        from vssflow_cli.prompt import prompt_ids
+
+        if text and rng.random() < PROMPT_DROP:
+            text = ""
+        out["prompt"] = prompt_ids(text, self.cfg.prompt_words, self.cfg.prompt_tokens)
+        out["prompt_text"] = text
+        if text and rng.random() < PROMPT_ONLY:
+            out["video"] = np.zeros_like(out["video"])
+
+    def keys(self) -> tuple[str, ...]:
+        """The arrays of a batch: the latent and the model's conditions."""
+        from vssflow_cli.config import condition_names
+
+        return ("latent", *condition_names(self.cfg))
 
     def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
         items = [self(rng) for _ in range(size)]
-        keys = ("latent", "phonemes", "lip", "sync", "video") + (("prior",) if self.cfg.prior_dim else ())
-        return {k: np.stack([it[k] for it in items]) for k in keys}
+        return {k: np.stack([it[k] for it in items]) for k in self.keys()}

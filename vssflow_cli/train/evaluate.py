@@ -48,6 +48,8 @@ class HeldoutClip:
     aperture: np.ndarray  # (n,) rendered mouth aperture (speech clips)
     voiced: tuple[float, float] = (0.0, 0.0)  # speech span (s) inside the clip: the "cue" a dub would get
     reading: np.ndarray | None = None  # the teacher's 16 kHz reading of the text (set by add_priors)
+    category: str = ""  # sound clips: the corpus category ("footsteps/gravel")
+    prompt: str = ""  # sound clips: the words it would be prompted with (train.dataset.clip_prompt)
 
     @property
     def frames(self) -> int:
@@ -56,7 +58,7 @@ class HeldoutClip:
 
 def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) -> list[HeldoutClip]:
     """Held-out clips that fit one window: speech, sound, then still pictures (kind "static"), ``limit`` of each."""
-    from vssflow_cli.train.dataset import iter_split
+    from vssflow_cli.train.dataset import clip_prompt, iter_split
 
     out: dict[str, list[HeldoutClip]] = {"speech": [], "sound": [], "static": []}
     for row, t in iter_split(corpus, "test", config.window_frames):
@@ -73,7 +75,7 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
             HeldoutClip(
                 row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
                 {k: t[k] for k in condition_names(config) if k in t}, onsets, aperture,
-                tuple(info.get("voiced", (0.0, 0.0))),
+                tuple(info.get("voiced", (0.0, 0.0))), str(row.get("category") or ""), clip_prompt(row),
             )
         )
     return out["speech"] + out["sound"] + out["static"]
@@ -263,8 +265,10 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
 def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *, steps: int | None, cfg: float | None,
              seed: int, batch: int = 8, solver: str | None = None) -> list[np.ndarray]:
     """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip."""
+    from vssflow_cli.config import per_window
     from vssflow_cli.pipeline import warm_start
 
+    fixed = per_window(synth.config)  # one value per window (the prompt's ids): stacked, not padded
     w, spl = synth.config.window_frames, synth.config.audio.samples_per_latent
     out: list[np.ndarray] = []
     groups: list[list[int]] = []  # batches never mix kinds: speech starts from its prior like a dub, sound does not
@@ -277,6 +281,9 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
         s = idx[0]
         conds = {}
         for k in conds_of(idx[0]):
+            if k in fixed:
+                conds[k] = np.stack([conds_of(i)[k] for i in idx])
+                continue
             arrs = []
             for i in idx:
                 a = conds_of(i)[k][: clips[i].frames]
@@ -289,6 +296,54 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
         waves = synth.decode(lat)
         out += [foley_gate(waves[j][: clips[i].frames * spl], clips[i], conds_of(i), synth) for j, i in enumerate(idx)]
     return out
+
+
+def prompt_rows(synth, clips: list[HeldoutClip], judge, *, steps: int | None, cfg: float | None, seed: int,
+                log: Callable[[str], None] = lambda s: None) -> dict:
+    """Does foley follow ``--prompt``? The held-out sound clips with a judge class (:mod:`.sound_judge`), generated
+    with no prompt, their own prompt, their own prompt with the video tokens hidden (sync kept: what a prompt must
+    carry on footage whose look says nothing), and the prompt of a clip of another class; each scored by the sound
+    judge: ``accuracy`` (judge's class = the clip's true class) and, for the shuffled row, ``follows_prompt`` (=
+    the prompted clip's class). The ``real`` row is the judge on the recordings (its ceiling)."""
+    from vssflow_cli.prompt import prompt_ids
+    from vssflow_cli.train.sound_judge import judge_label
+
+    c = synth.config
+    picked = [x for x in clips if x.kind == "sound" and judge_label(x.category) in judge.labels and x.prompt]
+    if not picked or not c.prompt_words:
+        return {}
+    truth = [judge_label(x.category) for x in picked]
+    other = []  # the next clip (cyclically) of another class
+    for i, t in enumerate(truth):
+        j = next((k % len(picked) for k in range(i + 1, i + len(picked)) if truth[k % len(picked)] != t), i)
+        other.append(j)
+
+    def ids(i: int) -> np.ndarray:
+        return prompt_ids(picked[i].prompt, c.prompt_words, c.prompt_tokens)
+
+    variants: dict[str, Callable[[int], dict]] = {
+        "no_prompt": lambda i: picked[i].conds,
+        "own_prompt": lambda i: picked[i].conds | {"prompt": ids(i)},
+        "own_prompt_no_video": lambda i: picked[i].conds | {"prompt": ids(i),
+                                                            "video": np.zeros_like(picked[i].conds["video"])},
+        "shuffled_prompt": lambda i: picked[i].conds | {"prompt": ids(other[i])},
+    }
+    classes = sorted(set(truth))
+    result: dict = {"n": len(picked), "classes": {k: truth.count(k) for k in classes},
+                    "chance": round(1 / len(judge.labels), 4),
+                    "majority": round(max(truth.count(k) for k in classes) / len(truth), 4)}
+
+    def judged(waves: list[np.ndarray]) -> dict:
+        pred = [judge.predict(w)[0] for w in waves]
+        acc = float(np.mean([p == t for p, t in zip(pred, truth)]))
+        follows = float(np.mean([p == truth[other[i]] for i, p in enumerate(pred)]))
+        return {"accuracy": round(acc, 4), "follows_shuffled_class": round(follows, 4), "predicted": pred}
+
+    result["real"] = judged([x.wave for x in picked])
+    for name, conds_of in variants.items():
+        result[name] = judged(generate(synth, picked, conds_of, steps=steps, cfg=cfg, seed=seed))
+        log(f"prompt {name}: " + str({k: v for k, v in result[name].items() if k != "predicted"}))
+    return result
 
 
 def foley_gate(wave: np.ndarray, clip: HeldoutClip, conds: dict, synth) -> np.ndarray:
@@ -390,6 +445,10 @@ def evaluate(model: str | None, corpus: Path, *, limit: int | None = 40, steps: 
     result["model"] = row(
         "model", generate(synth, clips, lambda i: clips[i].conds, steps=steps, cfg=cfg, seed=seed)
     )
+    if judge and synth.config.prompt_words:
+        from vssflow_cli.train.sound_judge import SoundJudge
+
+        result["prompts"] = prompt_rows(synth, clips, SoundJudge(), steps=steps, cfg=cfg, seed=seed, log=log)
     if controls:
         by_kind: dict[str, list[int]] = {}
         for i, c in enumerate(clips):

@@ -103,13 +103,20 @@ def init_from_checkpoint(
     return ck.config, ck.model.state_dict(), LatentCodec.from_tensors(codec_t, ck.config.audio.mel_per_latent), meta
 
 
-def adapt_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights for a config that adds in-context channels at the end (e.g. ``prior_dim``).
+def adapt_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights for a config that adds inputs: in-context channels at the end (e.g. ``prior_dim``)
+    or the text prompt (``prompt_words``).
 
-    The new input columns of ``in_proj`` start at zero, so the adapted model computes exactly what the checkpoint
-    did until training teaches it to use them.
+    The new input columns of ``in_proj`` start at zero and new modules at their initialisation; a prompt of
+    padding ids is masked out, so the adapted model computes exactly what the checkpoint did until training (or a
+    prompt) makes it use them.
     """
+    from vssflow_cli.model.dit import VSSFlowDiT
+
     out = dict(sd)
+    torch.manual_seed(seed)
+    fresh = VSSFlowDiT(config).state_dict()
+    out |= {k: v for k, v in fresh.items() if k not in out}
     w = out["in_proj.weight"]  # (width, in_channels of the checkpoint)
     if w.shape[1] < config.in_channels:
         extra = torch.zeros(w.shape[0], config.in_channels - w.shape[1], dtype=w.dtype)
@@ -146,6 +153,8 @@ class FitOptions:
     limit_clips: int | None = None
     init: Path | None = None  # start a new run from these weights and codec (fresh optimizer and schedule)
     speech_weight: float = 1.0  # draw English speech clips this many times as often as other speech clips
+    prompts: bool = False  # give a new run the text prompt, its vocabulary from the training clips' captions
+    modes: tuple[str, ...] = ()  # window mode probabilities, e.g. ("sound=0.7", "mute=0.3"); () = the defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +178,33 @@ def main(argv: list[str] | None = None) -> int:
                     help="start a new run from this model checkpoint (weights and codec; fresh optimizer and schedule)")
     ap.add_argument("--speech-weight", type=float, default=d.speech_weight,
                     help="draw English speech clips this many times as often as other speech clips")
+    ap.add_argument("--prompts", action="store_true",
+                    help="add the foley text prompt (vocabulary from the training captions) to a new run")
+    ap.add_argument("--modes", default="",
+                    help="window mode probabilities, e.g. sound=0.6,add=0.2,mute=0.2 (default: the sampler's mix)")
     a = vars(ap.parse_args(argv))
-    return fit(FitOptions(**(a | {"set": tuple(a["set"])})))
+    modes = tuple(m for m in a.pop("modes").split(",") if m)
+    return fit(FitOptions(**(a | {"set": tuple(a["set"]), "modes": modes})))
+
+
+def parse_modes(modes: tuple[str, ...]) -> dict[str, float] | None:
+    """``("sound=0.7", ...)`` -> {mode: probability}; None for the sampler's defaults."""
+    from vssflow_cli.train.dataset import MODES
+
+    out = {}
+    for m in modes:
+        name, _, p = m.partition("=")
+        if name not in MODES:
+            raise SystemExit(f"--modes: unknown mode {name!r}; use {', '.join(MODES)}")
+        out[name] = float(p)
+    return out or None
+
+
+def with_prompts(config: ModelConfig, clips: list) -> ModelConfig:
+    """``config`` with the prompt vocabulary of ``clips``' prompts (sorted words; see vssflow_cli.prompt)."""
+    from vssflow_cli.prompt import vocabulary
+
+    return dataclasses.replace(config, prompt_words=vocabulary(c.prompt for c in clips if c.prompt))
 
 
 def fit(args: FitOptions) -> int:
@@ -187,8 +221,7 @@ def fit(args: FitOptions) -> int:
     elif args.init is not None:
         config, model_sd, codec, init_meta = init_from_checkpoint(args.init)
         config = apply_overrides(config, list(args.set))  # e.g. --set prior_dim=64 over the checkpoint's config
-        model_sd = adapt_state_dict(model_sd, config)
-        step, ema_sd, opt_state = 0, model_sd, None
+        step, ema_sd, opt_state = 0, None, None
         init_path.write_text(json.dumps(init_meta))
         print(f"starting from the weights and codec of {args.init}", file=sys.stderr)
     else:
@@ -198,6 +231,11 @@ def fit(args: FitOptions) -> int:
     if not clips:
         print(f"no training clips in {args.corpus}: build the corpus with `vssflow data build`", file=sys.stderr)
         return 3
+    if args.prompts and not state_path.exists():
+        config = with_prompts(config, clips)
+        print(f"prompt vocabulary: {len(config.prompt_words)} words", file=sys.stderr)
+    if args.init is not None and not state_path.exists():
+        model_sd = ema_sd = adapt_state_dict(model_sd, config, args.seed)
     if codec is None:
         codec = fit_codec(clips, config)
     n_speech = sum(c.kind == "speech" for c in clips)
@@ -213,7 +251,8 @@ def fit(args: FitOptions) -> int:
     if remaining <= 0:
         print(f"already at step {step} >= {args.steps}", file=sys.stderr)
         return 0
-    sampler = WindowSampler(clips, config, codec, speech_weights=speech_weights(clips, args.speech_weight))
+    sampler = WindowSampler(clips, config, codec, mode_probs=parse_modes(args.modes),
+                            speech_weights=speech_weights(clips, args.speech_weight))
     loader = DataLoader(WindowStream(sampler, args.batch, args.seed), batch_size=None, num_workers=0)
     strategy = "ddp" if args.devices > 1 else "auto"
     trainer = L.Trainer(
