@@ -75,7 +75,7 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
             HeldoutClip(
                 row["id"], row["kind"], row.get("lang") or "", row.get("text") or "", t["wave"],
                 {k: t[k] for k in condition_names(config) if k in t}, onsets, aperture,
-                tuple(info.get("voiced", (0.0, 0.0))), str(row.get("category") or ""), clip_prompt(row),
+                tuple(info.get("voiced", (0.0, 0.0))), category=str(row.get("category") or ""), prompt=clip_prompt(row),
             )
         )
     return out["speech"] + out["sound"] + out["static"]
