@@ -199,3 +199,20 @@ def test_cli_refuses_a_prompt_for_a_model_without_prompts(cli, tmp_path: Path, c
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "takes no text prompt" in r.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_prompt_runs_and_names_unknown_words(cli, tmp_path: Path, clip_short: Path) -> None:
+    from conftest import TEST_CONFIG, json_lines
+
+    from vssflow_cli.train.untrained import random_bundle
+
+    cfg = dataclasses.replace(TEST_CONFIG, prompt_words=VOCAB)
+    bundle = random_bundle(tmp_path / "bundle", cfg, seed=0, include_checkpoint=False)
+    out = tmp_path / "out.wav"
+    r = cli("foley", clip_short, "--model", bundle, "--prompt", "dog barking in thunder",
+            "--negative-prompt", "glass", "--steps", "1", "-o", out, "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (res,) = json_lines(r.stdout)
+    warnings = res["warnings"]
+    assert any("'thunder'" in w for w in warnings) and not any("'dog'" in w for w in warnings)
+    assert out.exists()
