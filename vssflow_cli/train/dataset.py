@@ -44,7 +44,7 @@ from vssflow_cli.prior import SILENCE_LOGMEL
 FEATURE_KEYS = ("video", "sync", "lip")
 MODES = ("speech", "echo", "sound", "add", "insert", "mute")
 PROMPT_DROP = 0.3  # sound windows trained without their prompt (the no-prompt foley of the last release)
-PROMPT_ONLY = 0.25  # windows whose video tokens are hidden when the prompt is kept
+PROMPT_ONLY = 0.35  # windows whose video tokens are hidden when the prompt is kept
 
 
 @dataclass
