@@ -78,3 +78,44 @@ def test_closed_set_identification_on_real_synthesised_speech() -> None:
         assert asr(espeak_speech(s, "en-us"), search) == s
     asr(np.zeros(16000, np.float32))  # without a search: back to the open-vocabulary language model
     assert asr.decoder.current_search() == asr._default != search
+
+
+def test_shuffled_prompts_come_from_another_class() -> None:
+    from vssflow_cli.train.evaluate import shuffled_sources
+
+    truth = ["city", "city", "footsteps", "weapon", "city"]
+    src = shuffled_sources(truth)
+    assert all(truth[j] != t for j, t in zip(src, truth))
+    assert src == [2, 2, 3, 4, 2] and shuffled_sources(["a", "a"]) == [0, 1]
+
+
+def test_prompt_rows_score_every_variant_with_the_sound_judge(tmp_path: Path) -> None:
+    pytest.importorskip("aisfx", reason="pip install --no-deps aisfx==0.1.2")
+    import dataclasses
+
+    from vssflow_cli.runtime import Synthesizer
+    from vssflow_cli.train.evaluate import HeldoutClip, prompt_rows
+    from vssflow_cli.train.sound_judge import SoundJudge
+    from vssflow_cli.train.untrained import random_bundle
+
+    cfg = dataclasses.replace(TEST_CONFIG, prompt_words=("city", "footstep", "traffic", "wood"))
+    synth = Synthesizer(random_bundle(tmp_path / "b", cfg, include_checkpoint=False), device="cpu", threads=1)
+    rng = np.random.default_rng(0)
+    n = 50
+
+    def clip(category: str, prompt: str) -> HeldoutClip:
+        conds = {"video": rng.standard_normal((n, cfg.video_dim), dtype=np.float32),
+                 "sync": rng.random((n, cfg.sync_dim), dtype=np.float32),
+                 "phonemes": np.zeros(n, np.int64)}  # fmt: skip
+        wave = rng.normal(0, 0.1, n * cfg.audio.samples_per_latent).astype(np.float32)
+        return HeldoutClip(category, "sound", "", "", wave, conds, np.zeros(0), np.zeros(n),
+                           category=category, prompt=prompt)  # fmt: skip
+
+    clips = [clip("footsteps/wood", "footsteps wood"), clip("city/traffic", "city traffic"),
+             clip("silence/still", ""), clip("speech", "")]  # fmt: skip
+    judge = SoundJudge()
+    r = prompt_rows(synth, clips, judge, steps=1, cfg=2.0, seed=0)
+    assert r["n"] == 2 and r["classes"] == {"city": 1, "footsteps": 1}  # stills and clips without a class left out
+    assert r["chance"] == round(1 / len(judge.labels), 4)
+    for row in ("real", "no_prompt", "own_prompt", "own_prompt_no_video", "shuffled_prompt"):
+        assert 0.0 <= r[row]["accuracy"] <= 1.0 and set(r[row]["predicted"]) <= set(judge.labels)

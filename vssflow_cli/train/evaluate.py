@@ -298,6 +298,13 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
     return out
 
 
+def shuffled_sources(truth: list[str]) -> list[int]:
+    """For each clip, the next clip (cyclically) of another class: whose prompt the shuffled row gives it (itself
+    if every clip has the same class)."""
+    n = len(truth)
+    return [next((k % n for k in range(i + 1, i + n) if truth[k % n] != t), i) for i, t in enumerate(truth)]
+
+
 def prompt_rows(synth, clips: list[HeldoutClip], judge, *, steps: int | None, cfg: float | None, seed: int,
                 log: Callable[[str], None] = lambda s: None) -> dict:
     """Does foley follow ``--prompt``? The held-out sound clips with a judge class (:mod:`.sound_judge`), generated
@@ -313,10 +320,7 @@ def prompt_rows(synth, clips: list[HeldoutClip], judge, *, steps: int | None, cf
     if not picked or not c.prompt_words:
         return {}
     truth = [judge_label(x.category) for x in picked]
-    other = []  # the next clip (cyclically) of another class
-    for i, t in enumerate(truth):
-        j = next((k % len(picked) for k in range(i + 1, i + len(picked)) if truth[k % len(picked)] != t), i)
-        other.append(j)
+    other = shuffled_sources(truth)
 
     def ids(i: int) -> np.ndarray:
         return prompt_ids(picked[i].prompt, c.prompt_words, c.prompt_tokens)
