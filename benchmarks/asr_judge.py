@@ -10,7 +10,8 @@ Needs the corpus's unpacked Debian packages (``python -m vssflow_cli.train.corpu
 1. ``vssflow transcribe`` (the CLI, no flags) on the English prompts concatenated with 0.6 s gaps and muxed
    under ``examples/speaker.mp4`` looped: WER against the joined transcripts;
 2. language detection (:func:`vssflow_cli.transcribe.detect_language`, what ``transcribe_full`` with no language
-   uses) on the English, French and Spanish prompts, with the seconds each detection took; ``--detector whisper``
+   uses) on the English, French and Spanish prompts (``--langs`` for others, e.g. ``en,fr,es,it,ru``), with the
+   seconds each detection took; ``--detector whisper``
    measures Whisper's language token alone (the detection before issue 15's decoding check);
 3. the judge (:class:`WhisperJudge`) on the English prompts, on espeak-ng reading the same texts, and on
    the prompts reversed in time (babble).
@@ -148,6 +149,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--only", choices=("all", "detect"), default="all", help="detect: language detection alone")
+    ap.add_argument("--langs", default="en,fr,es", help="detection languages (asterisk-core-sounds-LANG unpacked; "
+                    "it and ru check that the fit for fr/es did not cost other languages)")  # fmt: skip
     ap.add_argument("--detector", choices=("decode", "whisper"), default="decode",
                     help="whisper: Whisper's language token alone, no decoding check (the old detection)")  # fmt: skip
     a = ap.parse_args()
@@ -158,12 +161,14 @@ def main() -> None:
     english = prompts(a.corpus, "en", a.n)
     res: dict = {"prompts_en": [rid for rid, _, _ in english], "loadavg_1m": os.getloadavg()[0],
                  "detector": {"kind": a.detector, "candidates": transcribe.DETECT_CANDIDATES,
-                              "sure": transcribe.DETECT_SURE}}  # fmt: skip
+                              "sure": transcribe.DETECT_SURE, "audio_weight": transcribe.DETECT_AUDIO_WEIGHT,
+                              "text_weight": transcribe.DETECT_TEXT_WEIGHT,
+                              "text_check": transcribe._text_identifier() is not None}}  # fmt: skip
     if a.only == "all":
         with tempfile.TemporaryDirectory() as work:
             res["transcribe_cli"] = cli_wer(english, Path(work))
     res["language"] = {lang: detection(english if lang == "en" else prompts(a.corpus, lang, a.n), lang)
-                       for lang in ("en", "fr", "es")}  # fmt: skip
+                       for lang in a.langs.split(",")}  # fmt: skip
     if a.only == "all":
         res["judge"] = judge_rows(english)
     text = json.dumps(res, indent=1, ensure_ascii=False)

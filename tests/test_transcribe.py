@@ -218,10 +218,36 @@ def test_write_transcript_errors(tmp_path):
 
 
 def test_pick_language_by_joint_likelihood():
-    # log P(lang | audio) + log P(transcript | lang, audio): a likelier transcript outweighs a likelier token
-    assert tr._pick_language([("it", 0.69, -9.0), ("es", 0.14, -6.0)]) == ("es", 0.14)  # -9.37 vs -7.97
-    assert tr._pick_language([("it", 0.69, -6.5), ("es", 0.14, -6.0)]) == ("it", 0.69)  # -6.87 vs -7.97
+    # 1.5 log P(lang | audio) + log P(transcript | lang, audio): a likelier transcript outweighs a likelier token
+    assert tr.DETECT_AUDIO_WEIGHT == 1.5 and tr.DETECT_TEXT_WEIGHT == 2.0
+    assert tr._pick_language([("it", 0.69, -9.0), ("es", 0.14, -6.0)]) == ("es", 0.14)  # -9.56 vs -8.95
+    assert tr._pick_language([("it", 0.69, -6.5), ("es", 0.14, -6.0)]) == ("it", 0.69)  # -7.06 vs -8.95
     assert tr._pick_language([("en", 0.0, -1.0), ("fr", 0.3, -50.0)]) == ("en", 0.0)  # P 0 is not log(0)
+    # + 2 log P_text(lang | transcript): Whisper base's "hi" (P 0.51) decode of the asterisk "Thank you." reads
+    # as English; without the text term (None: no py3langid) the audio alone decides
+    hi, en = ("hi", 0.51, -0.9), ("en", 0.36, -0.7)
+    assert tr._pick_language([hi, en]) == ("hi", 0.51)  # -1.91 vs -2.23
+    assert tr._pick_language([(*hi, None), (*en, None)]) == ("hi", 0.51)
+    assert tr._pick_language([(*hi, -2.5), (*en, -0.1)]) == ("en", 0.36)  # -6.91 vs -2.43
+
+
+def test_text_language_logprobs_over_the_candidates(monkeypatch):
+    pytest.importorskip("py3langid")
+    assert tr._text_identifier() is not None, "py3langid's model is not the pinned one (LANGID_MODEL_SHA256)"
+    got = tr._text_language_logprobs(" Thank you.", ["hi", "en"])
+    assert set(got) == {"hi", "en"} and got["en"] > np.log(0.9)
+    assert np.isclose(np.exp(list(got.values())).sum(), 1.0)
+    es = tr._text_language_logprobs(" para quitar la conferencia.", ["it", "es", "pt"])
+    assert max(es, key=es.get) == "es"
+    # haw is a Whisper language py3langid does not know: it gets the uniform share of the known two
+    assert tr._text_language_logprobs(" Bonjour à tous.", ["fr", "en", "haw"])["haw"] == pytest.approx(np.log(0.5))
+    assert tr._text_language_logprobs(" Bonjour à tous.", ["fr", "haw"]) == {}  # one known language: no check
+    assert tr._text_language_logprobs("  ", ["fr", "en"]) == {}
+    # digits carry no n-gram: every candidate the same, whatever it is
+    digits = tr._text_language_logprobs(" 24", ["it", "es"])
+    assert digits == {} or np.isclose(digits["it"], digits["es"])
+    monkeypatch.setattr(tr, "_text_identifier", lambda: None)  # not installed (or another model): no text term
+    assert tr._text_language_logprobs(" Thank you.", ["hi", "en"]) == {}
 
 
 def test_detection_checks_whispers_language_token_by_decoding(packaged_whisper, monkeypatch):
@@ -239,3 +265,24 @@ def test_detection_checks_whispers_language_token_by_decoding(packaged_whisper, 
     assert tr.detect_language(french, device="cpu")[0] == "fr"  # sure (P 0.97): no decoding
     t = tr.transcribe_full(spanish, device="cpu", backend="faster-whisper")
     assert (t.language, t.voice) == ("es", "es-419") and t.segments
+    with monkeypatch.context() as m:  # without py3langid the decoding check alone still makes it Spanish
+        m.setattr(tr, "_text_identifier", lambda: None)
+        assert tr.detect_language(spanish, device="cpu")[0] == "es"
+
+
+def test_detection_weighs_the_text_of_each_candidates_transcript(packaged_whisper, monkeypatch):
+    """The real model's two decodes of the Spanish clip reach the text term: a text check that calls every
+    transcript Italian turns the pick back to Italian, and it is given each candidate's own transcript."""
+    from vssflow_cli.media import read_audio
+
+    spanish = read_audio(Path(__file__).parent / "data" / "asterisk-es-conf-getpin.g722", 16000)[: 2 * 16000]
+    seen = []
+
+    def italian(text, languages):
+        seen.append((text, tuple(languages)))
+        return {lang: 0.0 if lang == "it" else -20.0 for lang in languages}
+
+    monkeypatch.setattr(tr, "_text_language_logprobs", italian)
+    assert tr.detect_language(spanish, device="cpu")[0] == "it"
+    assert [langs for _, langs in seen] == [("it", "es")] * 2
+    assert all(text.strip() for text, _ in seen) and seen[0][0] != seen[1][0]

@@ -38,10 +38,20 @@ ESPEAK_VOICE = {"en": "en-us", "es": "es-419", "fr": "fr-fr", "it": "it", "ru": 
 _MARKUP = re.compile(r"[<>{}]")
 # Language detection (no --lang): Whisper's language token alone misnames accented speech (Whisper base hears the
 # asterisk prompts' Mexican Spanish as Italian or Portuguese), so its two best candidates are each decoded (greedy)
-# and the language with the higher joint log-likelihood log P(language | audio) + log P(transcript | language, audio)
-# wins; a first candidate at DETECT_SURE or above is taken as is. Measured in benchmarks/asr_judge.py --only detect.
+# and the language with the highest score wins:
+#   DETECT_AUDIO_WEIGHT * log P(language | audio) + log P(transcript | language, audio)
+#   + DETECT_TEXT_WEIGHT * log P_text(language | transcript)
+# where P_text is a character n-gram language identifier (py3langid, where it is installed) over the candidates: a
+# decode in Hindi that reads "Thank you." is English. A first candidate at DETECT_SURE or above is taken as is.
+# The weights were fitted on train-split asterisk prompts (en/fr/es/it/ru, 30 each) and checked on the test split:
+# benchmarks/asr_judge.py --only detect, and benchmarks/README.md.
 DETECT_CANDIDATES = 2
 DETECT_SURE = 0.9
+DETECT_AUDIO_WEIGHT = 1.5
+DETECT_TEXT_WEIGHT = 2.0
+# py3langid 0.4.0 (BSD-3-Clause) ships its model inside the wheel; the weights above were fitted with this file.
+LANGID_MODEL_SHA256 = "f4f4a2c3465ca1f081541037f9cac23021d68151c2f709c55ae5eedfca522963"
+_LANGID_CODE = {"jw": "jv"}  # Whisper codes py3langid spells differently
 
 
 # --------------------------------------------------------------------------- inputs
@@ -167,10 +177,58 @@ def _cpu_compute_type(device: str, compute_type: str) -> str:
     return "int8" if device == "cpu" or ctranslate2.get_cuda_device_count() == 0 else compute_type
 
 
-def _pick_language(candidates: Sequence[tuple[str, float, float]]) -> tuple[str, float]:
-    """(language, P(language | audio), log P(its transcript | language, audio)) -> the (language, P) of the best
-    joint log-likelihood."""
-    best = max(candidates, key=lambda c: np.log(max(c[1], 1e-12)) + c[2])
+@functools.lru_cache(maxsize=1)
+def _text_identifier():
+    """py3langid's identifier, or None where it is not installed or its model is not the pinned one."""
+    try:
+        from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+    except ImportError:
+        log.debug("py3langid not installed: language detection without the transcript text check")
+        return None
+    import hashlib
+
+    path = Path(MODEL_DIR) / MODEL_FILE
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        digest = ""
+    if digest != LANGID_MODEL_SHA256:
+        log.debug("py3langid model %s is not the pinned one (sha256 %s): no transcript text check", path, digest)
+        return None
+    return LanguageIdentifier.from_model_file(MODEL_FILE)
+
+
+def _text_language_logprobs(text: str, languages: Sequence[str]) -> dict[str, float]:
+    """log P(language | text) over ``languages`` (Whisper codes) from the character n-grams of ``text``.
+
+    py3langid's naive Bayes scores, tempered by the square root of the text's UTF-8 length (as py3langid's own
+    normalised probabilities are) and normalised over the languages it knows; a language it does not know gets
+    the uniform share. {} without py3langid, or when fewer than two of ``languages`` are known to it.
+    """
+    ident = _text_identifier()
+    if ident is None or not text.strip():
+        return {}
+    raw = dict(ident.rank(text))
+    known = {lang: raw[_LANGID_CODE.get(lang, lang)] for lang in languages if _LANGID_CODE.get(lang, lang) in raw}
+    if len(known) < 2:
+        return {}
+    scores = np.array(list(known.values()), np.float64) / np.sqrt(max(len(text.encode("utf-8")), 1))
+    scores -= scores.max()
+    scores -= np.log(np.exp(scores).sum())
+    out = dict(zip(known, scores.tolist()))
+    uniform = float(np.log(1.0 / len(known)))
+    return {lang: out.get(lang, uniform) for lang in languages}
+
+
+def _pick_language(candidates: Sequence[tuple]) -> tuple[str, float]:
+    """(language, P(language | audio), log P(its transcript | language, audio)[, log P_text(language | transcript)])
+    -> the (language, P) of the best score (see DETECT_AUDIO_WEIGHT); a missing or None text term counts 0."""
+
+    def score(c) -> float:
+        text = c[3] if len(c) > 3 and c[3] is not None else 0.0
+        return DETECT_AUDIO_WEIGHT * float(np.log(max(c[1], 1e-12))) + c[2] + DETECT_TEXT_WEIGHT * text
+
+    best = max(candidates, key=score)
     return best[0], best[1]
 
 
@@ -186,14 +244,18 @@ def _detect_with_model(asr, wave: np.ndarray) -> tuple[str, float]:
     top = [(tok[2:-2], float(p)) for tok, p in asr.model.detect_language(encoded)[0][:DETECT_CANDIDATES]]
     if top[0][1] >= DETECT_SURE:
         return top[0]
-    scored = []
+    decoded = []
     for lang, p in top:
         tok = Tokenizer(asr.hf_tokenizer, True, task="transcribe", language=lang)
         (res,) = asr.model.generate(encoded, [[*tok.sot_sequence, tok.no_timestamps]], beam_size=1,
                                      max_length=asr.max_length // 2, return_scores=True)  # fmt: skip
+        ids = res.sequences_ids[0]
         # scores[0] is the sum of the token log-probs over the length (length_penalty 1): undo the mean
-        scored.append((lang, p, float(res.scores[0]) * len(res.sequences_ids[0])))
-    log.debug("language candidates (code, P, transcript log-prob): %s", scored)
+        decoded.append((lang, p, float(res.scores[0]) * len(ids), tok.decode(ids)))
+    langs = [lang for lang, _ in top]
+    scored = [(lang, p, logp, _text_language_logprobs(text, langs).get(lang)) for lang, p, logp, text in decoded]
+    log.debug("language candidates (code, P, transcript log-prob, text log-prob, transcript): %s",
+              [(*c, d[3]) for c, d in zip(scored, decoded)])  # fmt: skip
     return _pick_language(scored)
 
 
@@ -202,8 +264,9 @@ def detect_language(audio: str | Path | np.ndarray, model: str | Path | None = N
     """The Whisper code of the language spoken in the first 30 s of ``audio``, and Whisper's probability for it.
 
     Whisper's best :data:`DETECT_CANDIDATES` languages are each decoded (greedy) and the one with the highest
-    ``log P(language | audio) + log P(transcript | language, audio)`` wins, unless the first has at least
-    :data:`DETECT_SURE`. ``model``, ``device``, ``compute_type``: as for :func:`transcribe_full`.
+    ``a log P(language | audio) + log P(transcript | language, audio) + b log P_text(language | transcript)`` wins
+    (a, b: :data:`DETECT_AUDIO_WEIGHT`, :data:`DETECT_TEXT_WEIGHT`; the text term needs py3langid), unless the
+    first has at least :data:`DETECT_SURE`. ``model``, ``device``, ``compute_type``: as for :func:`transcribe_full`.
     """
     wave = _load_audio(audio)
     asr = _faster_whisper_model(str(find_asr_model(model).path), device, _cpu_compute_type(device, compute_type))
