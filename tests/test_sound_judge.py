@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from vssflow_cli.bundle import file_sha256
 from vssflow_cli.train import sound_judge as sj
 
 pytest.importorskip("aisfx", reason="pip install --no-deps aisfx==0.1.2")
@@ -57,7 +58,7 @@ def test_blocks() -> None:
 def test_shipped_probe_matches_manifest() -> None:
     manifest = json.loads((sj.JUDGE_DIR / sj.MANIFEST_FILE).read_text())
     probe = sj.JUDGE_DIR / sj.PROBE_FILE
-    assert sj._sha256(probe) == manifest["probe_sha256"]
+    assert file_sha256(probe, cache=False) == manifest["probe_sha256"]
     assert probe.stat().st_size < 300_000
     assert manifest["embedding"]["sha256"] == sj.AISFX_SHA256
     assert len(manifest["labels"]) >= 10 and manifest["labels"] == sorted(manifest["labels"])

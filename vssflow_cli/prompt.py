@@ -64,8 +64,4 @@ def prompt_ids(text: str, vocab: Sequence[str], length: int) -> np.ndarray:
 def unknown_words(text: str, vocab: Sequence[str]) -> list[str]:
     """Words of ``text`` (after folding) that the model's vocabulary lacks, in order, each once."""
     known = set(vocab)
-    seen: list[str] = []
-    for w in words(text):
-        if w not in known and w not in seen:
-            seen.append(w)
-    return seen
+    return list(dict.fromkeys(w for w in words(text) if w not in known))

@@ -292,9 +292,9 @@ class Synthesizer:
                 if not np.issubdtype(a.dtype, np.integer):
                     raise ModelError(f"condition {name!r} must hold integer ids, got {a.dtype} — pass int64 ids")
                 if a.size and (a.min() < 0 or a.max() >= vocab):
+                    what = "phoneme" if name == "phonemes" else name
                     raise ModelError(
-                        f"{'phoneme' if name == 'phonemes' else name} ids must lie in [0, {vocab}), got "
-                        f"[{a.min()}, {a.max()}] — the {'phoneme' if name == 'phonemes' else name} vocabulary "
+                        f"{what} ids must lie in [0, {vocab}), got [{a.min()}, {a.max()}] — the {what} vocabulary "
                         "does not match this model"
                     )
             out[name] = np.ascontiguousarray(a, dtype=cond.dtype)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vssflow_cli.bundle import file_sha256
+
 SAMPLE_RATE = 16000  # what the judge is given (the corpus and the model's output rate)
 AISFX_RATE = 44100
 N_FFT, HOP, N_MELS = 2048, 1024, 96
@@ -123,14 +125,6 @@ def judge_label(category: str) -> str | None:
 # --------------------------------------------------------------------------- features
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def aisfx_weights_path() -> Path:
     """Where the installed aisfx package keeps its checkpoint (without importing aisfx's __init__)."""
     import importlib.util
@@ -199,7 +193,7 @@ def load_embedding_net(weights: Path | None = None, expected_sha256: str = AISFX
     path = Path(weights) if weights is not None else aisfx_weights_path()
     if not path.is_file():
         raise RuntimeError(f"aisfx weights not found at {path}: pip install --no-deps aisfx=={AISFX_VERSION}")
-    got = _sha256(path)
+    got = file_sha256(path)
     if got != expected_sha256:
         raise RuntimeError(
             f"aisfx weights {path} have sha256 {got}, expected {expected_sha256} (aisfx {AISFX_VERSION}): "
@@ -227,7 +221,7 @@ class SoundJudge:
         judge_dir = Path(judge_dir) if judge_dir is not None else find_judge_dir()
         self.manifest = json.loads((judge_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
         probe_path = judge_dir / PROBE_FILE
-        got = _sha256(probe_path)
+        got = file_sha256(probe_path)
         if got != self.manifest["probe_sha256"]:
             raise RuntimeError(f"{probe_path} has sha256 {got}, the manifest says {self.manifest['probe_sha256']}")
         p = load_file(str(probe_path))
@@ -459,7 +453,7 @@ def fit_main(args) -> int:
         "format": "vssflow-sound-judge/1",
         "labels": labels,
         "probe": PROBE_FILE,
-        "probe_sha256": _sha256(out / PROBE_FILE),
+        "probe_sha256": file_sha256(out / PROBE_FILE),
         "embedding": {
             "package": f"aisfx=={AISFX_VERSION}",
             "file": AISFX_WEIGHTS,
