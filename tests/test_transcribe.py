@@ -217,6 +217,17 @@ def test_write_transcript_errors(tmp_path):
     assert format_srt([Segment(3661.5, 3662.0, "a  b")]) == "1\n01:01:01,500 --> 01:01:02,000\na b\n"
 
 
+def test_write_transcript_keeps_a_file_that_appeared_meanwhile(tmp_path):
+    # `transcribe -o` without --overwrite checks first; a file created while Whisper ran must survive the publish
+    out = tmp_path / "x.srt"
+    out.write_text("someone else's\n", encoding="utf-8")
+    with pytest.raises(OutputError, match="--overwrite"):
+        tr.write_transcript([Segment(0.0, 1.0, "hi")], out, overwrite=False)
+    assert out.read_text(encoding="utf-8") == "someone else's\n" and sorted(tmp_path.iterdir()) == [out]
+    tr.write_transcript([Segment(0.0, 1.0, "hi")], out)
+    assert "hi" in out.read_text(encoding="utf-8")
+
+
 def test_pick_language_by_joint_likelihood():
     # 1.5 log P(lang | audio) + log P(transcript | lang, audio): a likelier transcript outweighs a likelier token
     assert tr.DETECT_AUDIO_WEIGHT == 1.5 and tr.DETECT_TEXT_WEIGHT == 2.0

@@ -241,7 +241,7 @@ def transcribe(
     t = transcribe_full(read_audio(video, 16000), asr_model, lang, device.value)
     if not t.model.pinned:
         sys.stderr.write(f"vssflow: note: ASR model {t.model.describe()}\n")
-    write_transcript(t.segments, output, t.words)
+    write_transcript(t.segments, output, t.words, overwrite=overwrite)
     print(f"{video} -> {output} ({len(t.segments)} segments, language {t.language} p={t.language_probability:.2f})")
     return 0
 

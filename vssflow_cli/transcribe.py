@@ -390,14 +390,16 @@ def transcribe(audio: str | Path | np.ndarray, model: str | Path | None = None, 
 
 
 def write_transcript(
-    segments: Sequence[Segment], path: str | Path, words: Sequence[tuple[float, float, str]] = ()
+    segments: Sequence[Segment], path: str | Path, words: Sequence[tuple[float, float, str]] = (),
+    *, overwrite: bool = True,
 ) -> Path:
     """Write segments as UTF-8 SRT, VTT or TXT by the suffix (see :mod:`vssflow_cli.subtitles`),
-    atomically (temp file in the same folder, then rename)."""
+    atomically (temp file in the same folder, then rename; ``overwrite=False`` never replaces a file that appeared
+    at ``path`` meanwhile, see :func:`vssflow_cli.output.atomic_output`)."""
     path = Path(path)
     data = format_transcript(segments, path.suffix, words).encode("utf-8")
     try:
-        with atomic_output(path) as tmp:
+        with atomic_output(path, overwrite=overwrite) as tmp:
             tmp.write_bytes(data)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e} — check the folder exists and is writable") from e

@@ -12,6 +12,17 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def frame_db(wave: np.ndarray, sr: int) -> np.ndarray:
+    """RMS in dBFS of consecutive 10 ms frames of ``wave`` (N,): (ceil(N / (sr / 100)),); a trailing partial frame
+    counts as a frame padded with zeros."""
+    import numpy as np
+
+    hop = sr // 100
+    n = -(-len(wave) // hop)
+    x = np.pad(wave, (0, n * hop - len(wave))).reshape(n, hop)
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-12)
+
+
 def trim_bounds(
     wave: np.ndarray, sr: int, rel_db: float = -40.0, abs_db: float | None = None, pad_s: float = 0.02
 ) -> tuple[int, int]:
@@ -25,9 +36,7 @@ def trim_bounds(
     if wave.size == 0:
         return 0, 0
     hop = sr // 100
-    n = -(-len(wave) // hop)
-    x = np.pad(wave, (0, n * hop - len(wave))).reshape(n, hop)
-    db = 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-12)
+    db = frame_db(wave, sr)
     floor = db.max() + rel_db if abs_db is None else max(db.max() + rel_db, abs_db)
     idx = np.flatnonzero(db > floor)
     if idx.size == 0:

@@ -112,11 +112,9 @@ def decode_recording(rec: Recording) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def frame_db(wave: np.ndarray, hop: int = SR // 100) -> np.ndarray:
-    """RMS in dBFS of consecutive 10 ms frames: (ceil(N / hop),)."""
-    n = math.ceil(len(wave) / hop)
-    x = np.pad(wave, (0, n * hop - len(wave))).reshape(n, hop)
-    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-12)
+def frame_db(wave: np.ndarray) -> np.ndarray:
+    """RMS in dBFS of consecutive 10 ms frames of a corpus waveform: (ceil(N / (SR / 100)),)."""
+    return trim.frame_db(wave, SR)
 
 
 def trim_bounds(wave: np.ndarray, rel_db: float = -40.0, abs_db: float = -60.0, pad_s: float = 0.05) -> tuple[int, int]:
