@@ -51,6 +51,27 @@ def test_batched_cfg_equals_two_separate_calls(dit) -> None:
     np.testing.assert_allclose(guided, uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-4)
 
 
+def test_two_weight_guidance_is_three_branches_in_one_call(dit) -> None:
+    # the prompt's own weight (the mechanism is per condition name; "video" stands in for it in this small model)
+    model, x, t, conds = dit
+    fn = torch_velocity(model)
+    batches = []
+
+    def recording(xx, tt, cc):
+        batches.append(xx.shape[0])
+        return fn(xx, tt, cc)
+
+    guided = cfg_velocity(recording, conds, 3.0, focus=("video",), focus_cfg=7.0)(x, t)
+    assert batches == [3 * x.shape[0]]
+    c, u = fn(x, t, conds), fn(x, t, zero_conditions(conds))
+    m = fn(x, t, conds | {"video": np.zeros_like(conds["video"])})
+    assert np.abs(c - m).max() > 1e-4 and np.abs(m - u).max() > 1e-3  # both weights matter (atol 1e-5)
+    np.testing.assert_allclose(guided, u + 3.0 * (m - u) + 7.0 * (c - m), atol=1e-5, rtol=1e-4)
+    plain = cfg_velocity(fn, conds, 3.0)(x, t)  # equal weights (or no focus condition present): plain guidance
+    np.testing.assert_array_equal(cfg_velocity(fn, conds, 3.0, focus=("video",), focus_cfg=3.0)(x, t), plain)
+    np.testing.assert_array_equal(cfg_velocity(fn, conds, 3.0, focus=("prompt",), focus_cfg=7.0)(x, t), plain)
+
+
 def test_zero_conditions_keeps_shapes_and_dtypes(dit) -> None:
     _, _, _, conds = dit
     z = zero_conditions(conds)

@@ -52,9 +52,13 @@ class SamplerDefaults:
     # dubbing with an acoustic prior: start the ODE at this flow time from the prior's latents (0 = from noise);
     # see vssflow_cli.sampler.sample's warm start
     prior_start: float = 0.0
+    # foley with a text prompt: the prompt's own guidance weight (vssflow_cli.sampler's two-weight guidance, one
+    # more network branch); None = the prompt is guided with cfg like every other condition
+    prompt_cfg: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"solver": self.solver, "steps": self.steps, "cfg": self.cfg, "prior_start": self.prior_start}
+        d = {"solver": self.solver, "steps": self.steps, "cfg": self.cfg, "prior_start": self.prior_start}
+        return d | ({"prompt_cfg": self.prompt_cfg} if self.prompt_cfg is not None else {})
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "config.audio.fmin": (0.0, 192_000.0), "config.audio.fmax": (0.0, 192_000.0),
     "config.audio.mel_per_latent": (1, 64),
     "sampler.steps": (1, MAX_STEPS), "sampler.cfg": (0.0, 100.0), "sampler.prior_start": (0.0, 0.99),
+    "sampler.prompt_cfg": (0.0, 100.0),
 }  # fmt: skip
 
 

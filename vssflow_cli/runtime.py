@@ -355,6 +355,7 @@ class Synthesizer:
         start: np.ndarray | None = None,
         t_start: float = 0.0,
         uncond: Conds | None = None,
+        prompt_cfg: float | None = None,
     ) -> np.ndarray:
         """Generate latents (B, n_frames, latent_channels) float32 by integrating the guided velocity.
 
@@ -362,6 +363,8 @@ class Synthesizer:
         bundle's sampler settings. Conditional and unconditional branches run as one batch of 2B.
         ``start``/``t_start``: warm start from a guess of the latents (:func:`vssflow_cli.sampler.sample`).
         ``uncond``: conditions of the unconditional branch other than zeros (``prompt``: a negative prompt).
+        ``prompt_cfg``: the text prompt's own guidance weight (a third branch, batch 3B; None: the bundle's
+        ``prompt_cfg``, or the prompt guided with ``cfg`` like every other condition).
         """
         from vssflow_cli import sampler
 
@@ -384,6 +387,8 @@ class Synthesizer:
                 start=start,
                 t_start=t_start,
                 uncond=unc,
+                focus=("prompt",) if "prompt" in (conds or {}) else (),
+                focus_cfg=prompt_cfg if prompt_cfg is not None else d.prompt_cfg,
             )
         except ValueError as e:  # bad solver / steps
             raise UsageError(f"{e}") from e

@@ -11,6 +11,9 @@ Sampling integrates dx/dt = v(x, t) from t = 0 (noise, x0 ~ N(0, I) float32 draw
 Guidance: with ``cfg = w != 1`` the guided velocity is ``u + w (c - u)``, where c is the
 conditional and u the unconditional prediction (every condition zeroed). Both are evaluated as
 ONE batch of 2B rows per function evaluation; with ``w == 1`` only the conditional call is made.
+A separate weight for some conditions (``focus``, e.g. the text prompt, with ``focus_cfg = w_f``) adds a third
+branch m, every condition but those (as in InstructPix2Pix's two-weight guidance):
+``u + w (m - u) + w_f (c - m)``, one batch of 3B; ``w_f == w`` is plain guidance again.
 
 Solvers (all share one signature, like k-diffusion's):
 
@@ -60,15 +63,21 @@ def zero_conditions(conds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def cfg_velocity(
-    fn: VelocityFn, conds: dict[str, np.ndarray], cfg: float, uncond: dict[str, np.ndarray] | None = None
+    fn: VelocityFn, conds: dict[str, np.ndarray], cfg: float, uncond: dict[str, np.ndarray] | None = None,
+    focus: tuple[str, ...] = (), focus_cfg: float | None = None,
 ) -> GuidedFn:
-    """Bind conditions and guidance weight: returns fn'(x (B,T,C), t (B,)) -> (B,T,C).
+    """Bind conditions and guidance weights: returns fn'(x (B,T,C), t (B,)) -> (B,T,C).
 
     ``uncond``: conditions of the unconditional branch that are not zeros (a negative prompt), same shapes.
+    ``focus``/``focus_cfg``: conditions guided with their own weight (module docstring); ignored when
+    ``focus_cfg`` is None or equals ``cfg``, or no focus condition is given.
     """
+    uncond = uncond or {}
+    focus = tuple(k for k in focus if k in conds)
+    if focus and focus_cfg is not None and focus_cfg != cfg:
+        return _two_weight_velocity(fn, conds, cfg, uncond, focus, float(focus_cfg))
     if cfg == 1.0:
         return lambda x, t: fn(x, t, conds)
-    uncond = uncond or {}
     both = {
         k: np.concatenate([v, uncond[k] if k in uncond else np.zeros_like(v)], axis=0) for k, v in conds.items()
     }  # (2B, ...)
@@ -78,6 +87,24 @@ def cfg_velocity(
         out = fn(np.concatenate([x, x], axis=0), np.concatenate([t, t], axis=0), both)  # (2B,T,C)
         cond, uncond = out[:B], out[B:]
         return uncond + cfg * (cond - uncond)
+
+    return guided
+
+
+def _two_weight_velocity(fn: VelocityFn, conds: dict[str, np.ndarray], cfg: float, uncond: dict[str, np.ndarray],
+                         focus: tuple[str, ...], focus_cfg: float) -> GuidedFn:
+    def off(k: str, v: np.ndarray) -> np.ndarray:
+        return uncond[k] if k in uncond else np.zeros_like(v)
+
+    three = {
+        k: np.concatenate([v, off(k, v) if k in focus else v, off(k, v)], axis=0) for k, v in conds.items()
+    }  # (3B, ...): c, m (all but the focus), u
+
+    def guided(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        B = x.shape[0]
+        out = fn(np.concatenate([x, x, x], axis=0), np.concatenate([t, t, t], axis=0), three)  # (3B,T,C)
+        c, m, u = out[:B], out[B : 2 * B], out[2 * B :]
+        return u + cfg * (m - u) + focus_cfg * (c - m)
 
     return guided
 
@@ -186,6 +213,8 @@ def sample(
     start: np.ndarray | None = None,
     t_start: float = 0.0,
     uncond: dict[str, np.ndarray] | None = None,
+    focus: tuple[str, ...] = (),
+    focus_cfg: float | None = None,
 ) -> SampleResult:
     """Integrate the guided velocity from noise (t = 0) to data (t = 1).
 
@@ -193,7 +222,8 @@ def sample(
     shape: (B, T, C) of the latent; solver/steps: see the table above (steps unused by dopri5);
     cfg: guidance weight (1 = conditional only); seed: noise seed (ignored if x0 is given);
     x0: optional (B, T, C) starting noise; uncond: the unconditional branch's non-zero conditions (a negative
-    prompt; :func:`cfg_velocity`). Returns :class:`SampleResult`.
+    prompt; :func:`cfg_velocity`); focus/focus_cfg: conditions with their own guidance weight (the module
+    docstring). Returns :class:`SampleResult`.
 
     Warm start (``start`` (B, T, C) and ``t_start`` in (0, 1), fixed-step solvers): the ODE begins at
     ``t_start`` from the point of the OT path between the noise and ``start``, ``(1 - t) x0 + t start``, instead of
@@ -224,7 +254,7 @@ def sample(
     for name, c in (uncond or {}).items():
         if name not in conds or c.shape != conds[name].shape:
             raise ValueError(f"unconditional {name!r} must match the condition's shape {conds.get(name, c).shape}")
-    f = _Counted(cfg_velocity(fn, conds, cfg, uncond), shape[0], x.dtype)
+    f = _Counted(cfg_velocity(fn, conds, cfg, uncond, focus, focus_cfg), shape[0], x.dtype)
     if solver == "dopri5":
         x = _dopri5(f, x, rtol, atol, progress)
     else:
