@@ -149,6 +149,25 @@ def test_negative_prompt_is_the_unconditional_branch(prompted_synth) -> None:
         prompted_synth.sample(conds | {"prompt": np.full((1, 4), 99, np.int64)}, T, steps=1)
 
 
+def test_prompt_cfg_weights_the_prompt_alone(prompted_synth) -> None:
+    T = 20
+    rng = np.random.default_rng(1)
+    video = {"video": rng.standard_normal((1, T, PROMPTED.video_dim), dtype=np.float32)}
+    conds = video | {"prompt": prompt_ids("dog barking", VOCAB, 4)[None]}
+    kw = {"steps": 2, "cfg": 3.0, "solver": "euler", "seed": 0}
+    plain = prompted_synth.sample(conds, T, **kw)
+    np.testing.assert_array_equal(prompted_synth.sample(conds, T, prompt_cfg=3.0, **kw), plain)  # same weight
+    strong = prompted_synth.sample(conds, T, prompt_cfg=8.0, **kw)
+    assert np.abs(strong - plain).max() > 1e-4
+    # with no prompt there is nothing to weight: the option changes nothing
+    np.testing.assert_array_equal(prompted_synth.sample(video, T, prompt_cfg=8.0, **kw),
+                                  prompted_synth.sample(video, T, **kw))  # fmt: skip
+    with pytest.raises(UsageError, match="--prompt-cfg must be between"):
+        JobOptions(prompt="rain", prompt_cfg=-1.0)
+    with pytest.raises(UsageError, match="--prompt-cfg weights the --prompt"):
+        JobOptions(prompt_cfg=6.0)
+
+
 def test_prompt_conditions_name_unknown_words_and_refuse_models_without_prompts() -> None:
     got = prompt_conditions(PROMPTED, JobOptions(prompt="footsteps on wet gravel", negative_prompt="dog"), "m")
     assert got["_fixed"]["prompt"].tolist() == prompt_ids("footsteps on wet gravel", VOCAB, 4).tolist()

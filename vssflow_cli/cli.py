@@ -137,6 +137,8 @@ def foley(
                                           "gravel\" (models trained with prompts; unknown words are named).")] = None,
     negative_prompt: Annotated[Optional[str], _opt("--negative-prompt", help="What it should not be, e.g. "
                                                    "\"wind\" (guidance steers away from it).")] = None,
+    prompt_cfg: Annotated[Optional[float], _opt("--prompt-cfg", min=0.0, max=100.0, help="Guidance weight of the "
+                                                "prompt alone (default: the model's; one more network pass).")] = None,
     output: Output = None,
     out_dir: OutDir = None,
     mix: MixOpt = None,
@@ -164,7 +166,8 @@ def foley(
 
     make = _job_options(steps=steps, cfg=cfg, seed=seed, solver=solver, mix=mix, gain_db=gain_db,
                         loudness=loudness, device=device, precision=precision, model=model,
-                        overwrite=overwrite, prompt=prompt, negative_prompt=negative_prompt)  # fmt: skip
+                        overwrite=overwrite, prompt=prompt, negative_prompt=negative_prompt,
+                        prompt_cfg=prompt_cfg)  # fmt: skip
     req = Request("foley", tuple(videos or ()), from_list, output, out_dir, wav, shard, report, skip_existing, force)
     return _run_task(req, as_json, make, run_foley)
 

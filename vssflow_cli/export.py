@@ -243,6 +243,8 @@ def torch_vs_onnx_max_rel_err(
 # the 2,500-step one (shipped): 0.8: 0.33, 0.9: 0.23, 0.95: 0.10; the warped teacher alone 0.10. The DiT does not
 # yet carry the prior's words by itself, so it only finishes the path; lower this when a model does.
 PRIOR_START = 0.95
+# the text prompt's own guidance weight in prompted bundles; benchmarks/prompt_guidance.py measured it (MODEL.md)
+PROMPT_CFG = 6.0
 
 
 def export_bundle(
@@ -312,7 +314,8 @@ def export_bundle(
             config=ckpt.config,
             files=files,
             phoneme_vocab=list(PHONEME_VOCAB),
-            sampler=sampler or SamplerDefaults(prior_start=PRIOR_START if ckpt.config.prior_dim else 0.0),
+            sampler=sampler or SamplerDefaults(prior_start=PRIOR_START if ckpt.config.prior_dim else 0.0,
+                                               prompt_cfg=PROMPT_CFG if ckpt.config.prompt_words else None),
             licence=DEFAULT_LICENCE,
             name=name or out.resolve().name,
             created_from=file_sha256(ckpt_path),

@@ -80,12 +80,17 @@ class JobOptions:
     warm_start: bool = False  # dub: start sampling from the teacher's latents (the bundle says where)
     prompt: str | None = None  # foley: what the sound should be ("footsteps on gravel")
     negative_prompt: str | None = None  # foley: what it should not be (the unconditional branch of the guidance)
+    prompt_cfg: float | None = None  # foley: the prompt's own guidance weight; None: the model's
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise UsageError(f"--steps must be >= 1, got {self.steps}; try --steps 16")
         if self.cfg is not None and not (0.0 <= self.cfg <= 100.0 and math.isfinite(self.cfg)):
             raise UsageError(f"--cfg must be between 0 and 100, got {self.cfg}; try --cfg 3")
+        if self.prompt_cfg is not None and not (0.0 <= self.prompt_cfg <= 100.0 and math.isfinite(self.prompt_cfg)):
+            raise UsageError(f"--prompt-cfg must be between 0 and 100, got {self.prompt_cfg}; try --prompt-cfg 6")
+        if self.prompt_cfg is not None and not self.prompt:
+            raise UsageError("--prompt-cfg weights the --prompt: give a --prompt too, or drop --prompt-cfg")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.mix is not None and self.mix not in ("replace", "add", "keep"):
@@ -360,7 +365,7 @@ def _generate(
         with clock("sampling"):
             latents = synth.sample(
                 batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, seed=opts.seed + i, progress=step,
-                **warm,
+                prompt_cfg=opts.prompt_cfg, **warm,
             )
         progress("sampling", i + 1, total)
         with clock("decode_audio"):

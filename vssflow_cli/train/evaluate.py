@@ -263,8 +263,9 @@ def score(clips: list[HeldoutClip], waves: list[np.ndarray], config: ModelConfig
 
 
 def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *, steps: int | None, cfg: float | None,
-             seed: int, batch: int = 8, solver: str | None = None) -> list[np.ndarray]:
-    """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip."""
+             seed: int, batch: int = 8, solver: str | None = None, prompt_cfg: float | None = None) -> list[np.ndarray]:
+    """Generate one full window per clip (conditions zero-padded to the window), trimmed to the clip
+    (``prompt_cfg``: the prompt's own guidance weight, :meth:`vssflow_cli.runtime.Synthesizer.sample`)."""
     from vssflow_cli.config import per_window
     from vssflow_cli.pipeline import warm_start
 
@@ -292,7 +293,7 @@ def generate(synth, clips: list[HeldoutClip], conds_of: Callable[[int], dict], *
                 arrs.append(pad)
             conds[k] = np.stack(arrs)
         warm = warm_start(synth, conds) if clips[s].kind == "speech" and "prior" in conds else {}
-        lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s, **warm)
+        lat = synth.sample(conds, w, steps=steps, cfg=cfg, solver=solver, seed=seed + s, prompt_cfg=prompt_cfg, **warm)
         waves = synth.decode(lat)
         out += [foley_gate(waves[j][: clips[i].frames * spl], clips[i], conds_of(i), synth) for j, i in enumerate(idx)]
     return out
@@ -306,12 +307,14 @@ def shuffled_sources(truth: list[str]) -> list[int]:
 
 
 def prompt_rows(synth, clips: list[HeldoutClip], judge, *, steps: int | None, cfg: float | None, seed: int,
-                log: Callable[[str], None] = lambda s: None) -> dict:
+                log: Callable[[str], None] = lambda s: None, prompt_cfg: float | None = None,
+                rows: tuple[str, ...] | None = None) -> dict:
     """Does foley follow ``--prompt``? The held-out sound clips with a judge class (:mod:`.sound_judge`), generated
     with no prompt, their own prompt, their own prompt with the video tokens hidden (sync kept: what a prompt must
     carry on footage whose look says nothing), and the prompt of a clip of another class; each scored by the sound
     judge: ``accuracy`` (judge's class = the clip's true class) and, for the shuffled row, ``follows_prompt`` (=
-    the prompted clip's class). The ``real`` row is the judge on the recordings (its ceiling)."""
+    the prompted clip's class). The ``real`` row is the judge on the recordings (its ceiling). ``prompt_cfg``: the
+    prompt's own guidance weight; ``rows``: only these variants (default all)."""
     from vssflow_cli.prompt import prompt_ids
     from vssflow_cli.train.sound_judge import judge_label
 
@@ -345,7 +348,10 @@ def prompt_rows(synth, clips: list[HeldoutClip], judge, *, steps: int | None, cf
 
     result["real"] = judged([x.wave for x in picked])
     for name, conds_of in variants.items():
-        result[name] = judged(generate(synth, picked, conds_of, steps=steps, cfg=cfg, seed=seed))
+        if rows is not None and name not in rows:
+            continue
+        waves = generate(synth, picked, conds_of, steps=steps, cfg=cfg, seed=seed, prompt_cfg=prompt_cfg)
+        result[name] = judged(waves)
         log(f"prompt {name}: " + str({k: v for k, v in result[name].items() if k != "predicted"}))
     return result
 
