@@ -3,7 +3,8 @@
 For each ``prompt_cfg`` the held-out sound clips are generated with their own prompt and with the prompt of a clip
 of another class (the eval's ``own_prompt`` and ``shuffled_prompt`` rows, :func:`vssflow_cli.train.evaluate.
 prompt_rows`), and the sound judge (aisfx probe) scores them. ``none`` is plain guidance (the prompt weighted with
-``cfg`` like every other condition, two network branches); a number adds the third branch (batch 3B).
+``cfg`` like every other condition, two network branches, whatever the bundle's ``sampler.prompt_cfg``); a number
+adds the third branch (batch 3B).
 
     python benchmarks/prompt_guidance.py --corpus /work/corpus [--model weights/vssflow-tiny] \\
         [--weights none,5,8] [--cfg 3] [--limit 40] [--json out.json]
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"model": synth.manifest.name, "cfg": a.cfg if a.cfg is not None else synth.manifest.sampler.cfg,
                  "sweep": {}}
     for w in a.weights.split(","):
-        weight = None if w == "none" else float(w)
+        cfg = a.cfg if a.cfg is not None else synth.manifest.sampler.cfg
+        weight = cfg if w == "none" else float(w)  # prompt weight = cfg is plain guidance (not the bundle's default)
         t0 = time.perf_counter()
         r = prompt_rows(synth, clips, judge, steps=None, cfg=a.cfg, seed=a.seed, prompt_cfg=weight,
                         rows=tuple(a.rows.split(",")))

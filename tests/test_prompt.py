@@ -155,8 +155,10 @@ def test_prompt_cfg_weights_the_prompt_alone(prompted_synth) -> None:
     video = {"video": rng.standard_normal((1, T, PROMPTED.video_dim), dtype=np.float32)}
     conds = video | {"prompt": prompt_ids("dog barking", VOCAB, 4)[None]}
     kw = {"steps": 2, "cfg": 3.0, "solver": "euler", "seed": 0}
-    plain = prompted_synth.sample(conds, T, **kw)
-    np.testing.assert_array_equal(prompted_synth.sample(conds, T, prompt_cfg=3.0, **kw), plain)  # same weight
+    plain = prompted_synth.sample(conds, T, prompt_cfg=3.0, **kw)  # same weight as cfg: plain guidance
+    default = prompted_synth.manifest.sampler.prompt_cfg or 3.0  # the bundle's own weight when none is passed
+    np.testing.assert_array_equal(prompted_synth.sample(conds, T, **kw),
+                                  prompted_synth.sample(conds, T, prompt_cfg=default, **kw))  # fmt: skip
     strong = prompted_synth.sample(conds, T, prompt_cfg=8.0, **kw)
     assert np.abs(strong - plain).max() > 1e-4
     # with no prompt there is nothing to weight: the option changes nothing
