@@ -35,15 +35,21 @@ def test_cfg_one_is_the_conditional_prediction(dit) -> None:
     np.testing.assert_array_equal(cfg_velocity(fn, conds, 1.0)(x, t), fn(x, t, conds))
 
 
-def test_batched_cfg_equals_two_separate_calls(dit) -> None:
-    model, x, t, conds = dit
-    fn = torch_velocity(model)
-    batches = []
+def _recording(fn):
+    """``fn`` that also records the batch size of every call, and the list it records into."""
+    batches: list[int] = []
 
     def recording(xx, tt, cc):
         batches.append(xx.shape[0])
         return fn(xx, tt, cc)
 
+    return recording, batches
+
+
+def test_batched_cfg_equals_two_separate_calls(dit) -> None:
+    model, x, t, conds = dit
+    fn = torch_velocity(model)
+    recording, batches = _recording(fn)
     guided = cfg_velocity(recording, conds, 3.0)(x, t)
     assert batches == [2 * x.shape[0]]  # one network call of 2B rows
     cond, uncond = fn(x, t, conds), fn(x, t, zero_conditions(conds))
@@ -55,12 +61,7 @@ def test_two_weight_guidance_is_three_branches_in_one_call(dit) -> None:
     # the prompt's own weight (the mechanism is per condition name; "video" stands in for it in this small model)
     model, x, t, conds = dit
     fn = torch_velocity(model)
-    batches = []
-
-    def recording(xx, tt, cc):
-        batches.append(xx.shape[0])
-        return fn(xx, tt, cc)
-
+    recording, batches = _recording(fn)
     guided = cfg_velocity(recording, conds, 3.0, focus=("video",), focus_cfg=7.0)(x, t)
     assert batches == [3 * x.shape[0]]
     c, u = fn(x, t, conds), fn(x, t, zero_conditions(conds))
