@@ -37,6 +37,7 @@ def test_run_bench_has_a_dub_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert {"decode", "features", "sampling", "decode_audio", "mux"} <= set(d["stages"])
     assert sum(d["stages"].values()) <= d["processing_s"] * 1.01 + 1e-3
     assert math.isclose(d["rtf"], d["processing_s"] / d["audio_s"], rel_tol=1e-2)
+    assert r["dub_fast"] is not None and r["dub_fast"]["segments"] == d["segments"]
     monkeypatch.setattr(bench, "EXAMPLE_SPEAKER", tmp_path / "nowhere.mp4")  # an installed wheel has no examples/
     r = bench.run_bench(str(bundle), seconds=1.0, device="cpu", steps=1, repeats=2, warmup=1, torch_compare=False)
     assert r["dub"] is None and any("dub not measured" in n for n in r["notes"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -295,6 +296,15 @@ def test_export_command(cli, tmp_path: Path, test_bundle: Path) -> None:
     r = cli("export", test_bundle / "checkpoint.safetensors", "--out", tmp_path / "float", "--no-int8")
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "float" / "dit-int8.onnx").exists() and (tmp_path / "float" / "dit.onnx").is_file()
+    r = cli("export", test_bundle / "checkpoint.safetensors", "--out", tmp_path / "half", "--half-weights")
+    assert r.returncode == 0, r.stderr
+    assert cli("models", "verify", tmp_path / "half").returncode == 0
+    full, half = (tmp_path / "exported" / "dit.onnx").stat().st_size, (tmp_path / "half" / "dit.onnx").stat().st_size
+    assert half < 0.8 * full  # float16 weights (the tiny test graph: 0.76; the embedded DiT: 0.52)
+    stored = json.loads((tmp_path / "half" / "manifest.json").read_text())["extra"]["dit_weights_stored"]
+    assert stored["as"] == "fp16" and 0 < stored["rel_err_vs_fp32"] < 1e-2
+    # the int8 graph is quantized from the float32 weights, before they were stored smaller: the same file
+    assert (tmp_path / "half" / "dit-int8.onnx").read_bytes() == (tmp_path / "exported" / "dit-int8.onnx").read_bytes()
 
 
 def test_precision_option(cli, tmp_path: Path, clip4_silent: Path, test_bundle: Path) -> None:

@@ -121,6 +121,18 @@ def test_dub_prior_stretches_readings_whatever_the_lips_do() -> None:
     np.testing.assert_allclose(with_lips[100:250], expect, atol=1e-5)
 
 
+def test_dub_prior_stretches_a_log_mel_reading_by_its_frames() -> None:
+    """A reading given as log-mel (the teacher's head) is laid over the same window as its wave would be, its frames
+    resampled: a ramp of 100 frames stretched to the 150 of a 1.5 s span stays a ramp, first and last frames kept."""
+    cfg = AudioConfig()
+    mel = np.repeat(np.linspace(-8.0, -1.0, 100, dtype=np.float32)[:, None], cfg.n_mels, axis=1)
+    track, where = dub_prior([(1.0, 2.5, "x")], [mel], None, 125, cfg, 25)
+    assert where == [(1.0, 2.5)]
+    body = track[100:250, 0]
+    np.testing.assert_allclose(body, np.linspace(-8.0, -1.0, 150), atol=1e-5)
+    assert (track[:100] == SILENCE_LOGMEL).all() and (track[250:] == SILENCE_LOGMEL).all()
+
+
 def test_speech_window_keeps_readings_natural_in_long_spans() -> None:
     assert speech_window(1.0, 3.0, 1.8, None, 25) == (1.0, 3.0)
     s, e = speech_window(0.0, 10.0, 2.0, None, 25)

@@ -5,7 +5,8 @@ Numbers reported by :func:`run_bench` (see ``benchmarks/README.md``):
 * ``rtf``: processing seconds / audio seconds of a full foley run on a generated clip
   (ffmpeg ``testsrc`` + ``sine``) through :func:`vssflow_cli.pipeline.foley` (decode, features,
   sampling, decode_audio = decoder + vocoder, mux), with the stage times in ``stages``;
-* ``dub``: the same for a :func:`vssflow_cli.pipeline.dub` run (``rtf``, ``processing_s``, ``audio_s``,
+* ``dub``, ``dub_fast`` (``--fast-teacher``): the same for a :func:`vssflow_cli.pipeline.dub` run (``rtf``,
+  ``processing_s``, ``audio_s``,
   ``stages`` with ``features`` = lip tracking + visual features, ``teacher`` for models with a prior,
   ``segments``) on a talking clip made from the repository's ``examples/speaker.mp4`` (looped to the
   length, scaled to 640x360) and its script repeated once per loop; None, with a note, where the
@@ -303,7 +304,9 @@ def foley_run(synth, clip: Path, out: Path, steps: int | None, device: str) -> t
     return dict(result.stages), wall, float(result.duration)
 
 
-def dub_row(synth, tmp: Path, seconds: float, steps: int | None, device: str) -> tuple[dict[str, Any] | None, str]:
+def dub_row(
+    synth, tmp: Path, seconds: float, steps: int | None, device: str, fast_teacher: bool = False
+) -> tuple[dict[str, Any] | None, str]:
     """A full ``vssflow dub`` job on :func:`make_talking_clip`: (row, "") or (None, why not)."""
     from vssflow_cli.pipeline import JobOptions, dub
 
@@ -311,7 +314,7 @@ def dub_row(synth, tmp: Path, seconds: float, steps: int | None, device: str) ->
         clip, script = make_talking_clip(tmp / "talking.mp4", seconds, source=EXAMPLE_SPEAKER)
     except FileNotFoundError as e:
         return None, f"dub not measured: {e}"
-    opts = JobOptions(steps=steps, device=device, overwrite=True, mix="replace")
+    opts = JobOptions(steps=steps, device=device, overwrite=True, mix="replace", fast_teacher=fast_teacher)
     before = _teacher_cache_counts()
     t0 = time.perf_counter()
     result = dub(clip, tmp / "dub.mp4", script, opts, synth)
@@ -389,6 +392,7 @@ def run_bench(
         clip = make_clip(Path(tmp) / "bench.mp4", seconds)
         stages, processing, audio_s = foley_run(synth, clip, Path(tmp) / "out.mp4", steps, device)
         dub_res, note = dub_row(synth, Path(tmp), seconds, steps, device) if dub else (None, "dub skipped")
+        fast_res, _ = dub_row(synth, Path(tmp), seconds, steps, device, fast_teacher=True) if dub else (None, "")
     if note:
         notes.append(note)
 
@@ -413,6 +417,7 @@ def run_bench(
         "rtf": processing / audio_s if audio_s > 0 else math.inf,
         "stages": {k: round(v, 4) for k, v in stages.items()},
         "dub": dub_res,
+        "dub_fast": fast_res,
         "steps": int(steps if steps is not None else synth.manifest.sampler.steps),
         "solver": synth.manifest.sampler.solver,
         "nfe": synth.last_nfe,

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -256,11 +257,14 @@ def export_bundle(
     sampler: SamplerDefaults | None = None,
     include_checkpoint: bool = True,
     int8: bool = True,
+    half_weights: bool = False,
 ) -> Path:
     """``vssflow export CHECKPOINT --out DIR``: checkpoint -> dit.onnx + decoder.onnx -> bundle.
 
     ``int8`` (float32 exports only) adds ``dit-int8.onnx``, the dynamically quantized DiT the runtime prefers on
     CPU (optional role "dit-int8"; the manifest records its relative error against dit.onnx on random inputs).
+    ``half_weights`` then stores the float32 graph's weights as float16 (:func:`store_weights`; half the file, still
+    computed in float32; the manifest records the relative error this costs on the same inputs).
 
     The checkpoint must carry the latent codec tensors (``codec.mean``, ``codec.components``,
     ``codec.scale``). The checkpoint itself is shipped as the optional role "checkpoint" so torch
@@ -300,6 +304,14 @@ def export_bundle(
                 "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
                 "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
             }
+        if half_weights and not fp16:
+            full = Path(tmp) / "dit-fp32.onnx"
+            shutil.copyfile(files["dit"], full)
+            store_weights(files["dit"], "fp16")
+            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
+            err = round(onnx_rel_err(full, files["dit"], feed), 5)
+            extra["dit_weights_stored"] = {"as": "fp16", "rel_err_vs_fp32": err}
+            full.unlink()
         if include_checkpoint:
             files["checkpoint"] = ckpt_path
         meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "config")}
@@ -323,3 +335,62 @@ def export_bundle(
             extra_meta=extra,
             optional_roles=("checkpoint", INT8_ROLE, ENCODER_ROLE),
         )
+
+
+def _half_initializers(model, min_size: int) -> None:
+    """Store the graph's large float32 weights as float16 with a Cast back to float32 in front: half the bytes on
+    disk (and in the wheel); ONNX Runtime folds the casts when it loads the graph, so it still computes in float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    keep, casts = [], []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type != TensorProto.FLOAT or arr.size < min_size:
+            keep.append(init)
+            continue
+        keep.append(numpy_helper.from_array(arr.astype(np.float16), f"{init.name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{init.name}__fp16"], [init.name], to=TensorProto.FLOAT))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def _int8_initializers(model, min_size: int) -> None:
+    """Store the graph's large float32 weights as int8, one symmetric scale per output channel, each behind a
+    DequantizeLinear: a quarter of the bytes; the convolutions still compute in float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    keep, nodes = [], []
+    for init in g.initializer:
+        w = numpy_helper.to_array(init)
+        if init.data_type != TensorProto.FLOAT or w.size < min_size or w.ndim < 2:
+            keep.append(init)
+            continue
+        scale = np.maximum(np.abs(w).reshape(len(w), -1).max(axis=1), 1e-12) / 127.0
+        q = np.clip(np.round(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+        keep += [numpy_helper.from_array(q, f"{init.name}__q"),
+                 numpy_helper.from_array(scale.astype(np.float32), f"{init.name}__scale")]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{init.name}__q", f"{init.name}__scale"], [init.name],
+                                      axis=0))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes += list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def store_weights(path: str | os.PathLike, store: str, min_size: int = 1024) -> None:
+    """Rewrite the ONNX graph at ``path`` with its large float32 weights stored smaller, computing the same way:
+    ``"fp16"`` (float16 + Cast; ONNX Runtime folds the casts at load) or ``"int8"`` (int8 per output channel +
+    DequantizeLinear). Quantize a graph (:func:`quantize_dit_int8`) before storing it smaller: the quantizer only
+    sees weights that are initializers of the op itself."""
+    import onnx
+
+    model = onnx.load(str(path))
+    {"fp16": _half_initializers, "int8": _int8_initializers}[store](model, min_size)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

@@ -81,6 +81,7 @@ class JobOptions:
     prompt: str | None = None  # foley: what the sound should be ("footsteps on gravel")
     negative_prompt: str | None = None  # foley: what it should not be (the unconditional branch of the guidance)
     prompt_cfg: float | None = None  # foley: the prompt's own guidance weight; None: the model's
+    fast_teacher: bool = False  # dub: the teacher without its waveform generator (mel head; teacher.speak_logmel)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -677,7 +678,7 @@ def dub(
         conds: dict[str, Any] = {"phonemes": track.astype(np.int64), "lip": lip}
         if synth.config.prior_dim:
             with clock("teacher"):
-                conds["prior"] = _teacher_prior(synth, placed, lip, voice)
+                conds["prior"] = _teacher_prior(synth, placed, lip, voice, opts.fast_teacher)
         # speech only inside the placed spans: the lips elsewhere must not make the model talk
         conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
         conds["_gate"] = SpanGate([(s, e) for s, e, _ in placed], synth.config.audio.sample_rate)
@@ -701,13 +702,15 @@ def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s
     return mask
 
 
-def _teacher_prior(synth: Any, placed: list[tuple[float, float, str]], lip: np.ndarray, lang: str) -> np.ndarray:
+def _teacher_prior(
+    synth: Any, placed: list[tuple[float, float, str]], lip: np.ndarray, lang: str, fast: bool = False
+) -> np.ndarray:
     """The prior condition (n, prior_dim) of a dub: each segment read by the teacher and warped onto its span."""
     from vssflow_cli.prior import dub_prior
     from vssflow_cli.teacher import get_teacher
 
     teacher = get_teacher()
-    readings = [teacher.speak(text, lang) for _, _, text in placed]
+    readings = [teacher.speak_logmel(text, lang, fast=fast) for _, _, text in placed]
     track, _ = dub_prior(placed, readings, lip, len(lip), synth.config.audio, FEATURE_FPS)
     return synth.encode_logmel(track)
 

@@ -226,7 +226,8 @@ def dub_prior(
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The prior log-mel of a dub and the spans where speech was put.
 
-    ``placed``: (start_s, end_s, text) segments; ``readings``: the teacher's 16 kHz reading of each; ``lip``:
+    ``placed``: (start_s, end_s, text) segments; ``readings``: the teacher's reading of each, a 16 kHz wave (N,)
+    or its log-mel (F, n_mels) at the mel frame rate (:meth:`vssflow_cli.teacher.KokoroTeacher.speak_logmel`); ``lip``:
     (n, lip_dim) lip features at ``fps`` or None; ``n_frames``: latent frames of the clip. Returns the track
     ((n_frames * mel_per_latent, n_mels) float32) and the (start_s, end_s) of each reading as placed.
     """
@@ -234,16 +235,21 @@ def dub_prior(
     n_mel = n_frames * k
     pieces, where = [], []
     for (start, end, _text), reading in zip(placed, readings):
-        if len(reading) < cfg.hop * 4:
+        is_mel = np.ndim(reading) == 2
+        natural = len(reading) / (cfg.mel_fps if is_mel else cfg.sample_rate)
+        if natural * cfg.mel_fps < 4:
             continue
-        s0, s1 = speech_window(start, end, len(reading) / cfg.sample_rate, lip, fps)
+        s0, s1 = speech_window(start, end, natural, lip, fps)
         a, b = int(round(s0 * cfg.mel_fps)), int(round(s1 * cfg.mel_fps))
         if b - a < 4:
             continue
-        # WSOLA on the reading's waveform, then its log-mel: a warp of the mel by the lips' loudness (DTW) measured
-        # twice the Whisper WER of a plain stretch (0.23 vs 0.10, 25 held-out prompts) for lip corr 0.74 vs 0.72
-        n = (b - a) * cfg.hop
-        warped = teacher_logmel(time_stretch(reading, n), cfg)[: b - a]
+        # a uniform stretch: a warp of the mel by the lips' loudness (DTW) measured twice the Whisper WER of a plain
+        # stretch (0.23 vs 0.10, 25 held-out prompts) for lip corr 0.74 vs 0.72. A wave is stretched by WSOLA before
+        # its log-mel; a log-mel by resampling its frames (a mel frame carries no phase to keep in step).
+        if is_mel:
+            warped = resample_at(reading, np.linspace(0.0, len(reading) - 1.0, b - a))
+        else:
+            warped = teacher_logmel(time_stretch(reading, (b - a) * cfg.hop), cfg)[: b - a]
         pieces.append((a, warped))
         where.append((a / cfg.mel_fps, b / cfg.mel_fps))
     return prior_track(n_mel, pieces, cfg.n_mels), where

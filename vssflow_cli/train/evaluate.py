@@ -81,7 +81,7 @@ def load_heldout(corpus: Path, config: ModelConfig, limit: int | None = None) ->
     return out["speech"] + out["sound"] + out["static"]
 
 
-def add_priors(clips: list[HeldoutClip], synth, teacher) -> None:
+def add_priors(clips: list[HeldoutClip], synth, teacher, fast: bool = False) -> None:
     """Give each clip the prior ``vssflow dub`` would build: the teacher's reading of the transcript warped onto
     the voiced span by the rendered lips (never the true timing), the latent of silence for sound and stills."""
     from vssflow_cli.prior import dub_prior
@@ -90,7 +90,7 @@ def add_priors(clips: list[HeldoutClip], synth, teacher) -> None:
     for c in clips:
         placed = [(c.voiced[0], c.voiced[1], c.text)] if c.kind == "speech" and c.text else []
         c.reading = teacher.speak(c.text, _espeak_lang(c.lang)) if placed else None
-        readings = [c.reading] if placed else []
+        readings = [teacher.speak_logmel(c.text, _espeak_lang(c.lang), fast=fast)] if placed else []  # as dub reads
         track, _ = dub_prior(placed, readings, c.conds.get("lip"), c.frames, cfg.audio, cfg.latent_fps)
         c.conds["prior"] = synth.encode_logmel(track)[: c.frames]
 
