@@ -23,7 +23,7 @@ def test_talking_clip_is_the_example_looped_and_scaled(tmp_path: Path) -> None:
     info = probe(clip)
     assert (info.width, info.height) == (640, 360) and abs(info.duration - 5.0) < 0.1 and not info.has_audio
     text = bench.EXAMPLE_SPEAKER.with_suffix(".txt").read_text(encoding="utf-8").strip()
-    assert script.read_text(encoding="utf-8").splitlines() == [text, text]  # 4.08 s example: two loops
+    assert script.read_text(encoding="utf-8").splitlines() == [text, bench.OTHER_LINES[0]]  # 4.08 s: two loops
     with pytest.raises(FileNotFoundError, match="source checkout"):
         bench.make_talking_clip(tmp_path / "u.mp4", 1.0, source=tmp_path / "missing.mp4")
 

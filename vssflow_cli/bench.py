@@ -194,11 +194,16 @@ def make_clip(path: str | os.PathLike, seconds: float, fps: int = 25, size: str 
 EXAMPLE_SPEAKER = Path(__file__).resolve().parent.parent / "examples" / "speaker.mp4"  # source checkout only
 
 
+# lines of the example's length (~3 s), spoken over the example's later loops in the dub bench
+OTHER_LINES = ("Please hang up and dial the number again.", "The person you are calling is not available now.")
+
+
 def make_talking_clip(
     path: str | os.PathLike, seconds: float, size: str = "640x360", source: Path = EXAMPLE_SPEAKER
 ) -> tuple[Path, Path]:
     """A talking-face video of ``seconds`` (``source`` looped, scaled to ``size``, 25 fps, no sound) and a
-    script beside it: ``source``'s ``.txt`` once per loop. FileNotFoundError if ``source`` is missing."""
+    script beside it: ``source``'s ``.txt``, then :data:`OTHER_LINES`, one line per loop (different lines, so the
+    teacher reads each: a repeated line would be read once). FileNotFoundError if ``source`` is missing."""
     from vssflow_cli.media import probe
 
     script_src = source.with_suffix(".txt")
@@ -210,7 +215,8 @@ def make_talking_clip(
              "-an", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], "talking clip")
     loops = max(1, math.ceil(seconds / probe(source).duration))
     script = path.with_suffix(".txt")
-    script.write_text("\n".join([script_src.read_text(encoding="utf-8").strip()] * loops) + "\n", encoding="utf-8")
+    lines = [script_src.read_text(encoding="utf-8").strip(), *OTHER_LINES]
+    script.write_text("\n".join(lines[k % len(lines)] for k in range(loops)) + "\n", encoding="utf-8")
     return path, script
 
 

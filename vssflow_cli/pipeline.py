@@ -657,6 +657,9 @@ def dub(
     segments, voice = _script_segments(video, script_path, info, opts, pre, progress)
     placed_count: list[int] = []
     notes: list[str] = []
+    # the teacher reads the script's lines while the video is decoded and its lips tracked: the reading needs only
+    # the words; placing it on its span comes later (_teacher_prior finds the sentences in the teacher's memo)
+    reading = _read_ahead([seg.text for seg in segments], voice, opts.fast_teacher) if synth.config.prior_dim else None
 
     def build(clock: _Clock, progress: Progress) -> dict[str, Any]:
         lip, video_feats, sync = lip_features(video, info, clock, progress, with_visual=True)
@@ -677,7 +680,9 @@ def dub(
         notes.extend(speaking_rate_warnings(placed))
         conds: dict[str, Any] = {"phonemes": track.astype(np.int64), "lip": lip}
         if synth.config.prior_dim:
-            with clock("teacher"):
+            with clock("teacher"):  # what is left of the reading once the lips are tracked, and its placing
+                if reading is not None:
+                    reading.result()
                 conds["prior"] = _teacher_prior(synth, placed, lip, voice, opts.fast_teacher)
         # speech only inside the placed spans: the lips elsewhere must not make the model talk
         conds["lip"] = lip * _span_mask(placed, len(lip), FEATURE_FPS)[:, None]
@@ -700,6 +705,20 @@ def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s
     for s, e, _ in placed:
         mask[max(0, int((s - pad_s) * fps)) : max(0, int(np.ceil((e + pad_s) * fps)))] = 1.0
     return mask
+
+
+def _read_ahead(lines: list[str], lang: str, fast: bool) -> Any:
+    """A future reading ``lines`` with the process's teacher in a background thread (ONNX Runtime and mediapipe
+    release the GIL); its result is the readings, which also stay in the teacher's memo."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vssflow_cli.teacher import get_teacher
+
+    teacher = get_teacher()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="vssflow-teacher")
+    future = pool.submit(lambda: [teacher.speak_logmel(line, lang, fast=fast) for line in lines])
+    pool.shutdown(wait=False)
+    return future
 
 
 def _teacher_prior(

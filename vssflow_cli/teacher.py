@@ -14,6 +14,7 @@ voice the speaker token asks for. The DiT sees the teacher as a log-mel track wa
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -390,6 +391,7 @@ class KokoroTeacher:
         self._style_ids: dict[str, str] = {}
         self.cache_hits = self.cache_misses = 0
         self._head_wanted = head
+        self._memo: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()  # this process's readings
         self._head: MelHead | None = None
         self._features_session = None
 
@@ -535,6 +537,15 @@ class KokoroTeacher:
             return np.zeros((0, cfg.n_mels), np.float32)
         return np.concatenate(pieces[:-1])
 
+    def _remember(self, key: str, value: np.ndarray, keep: int = 256) -> None:
+        """Keep ``value`` in this process's memo (the last ``keep`` readings), so a line read ahead (pipeline) or
+        twice in a script is not read again even with the disk cache off."""
+        with self._lock:
+            self._memo[key] = value
+            self._memo.move_to_end(key)
+            while len(self._memo) > keep:
+                self._memo.popitem(last=False)
+
     def speak_logmel(self, text: str, lang: str = "en-us", voice: str | None = None, pause_s: float = 0.25,
                      fast: bool = True) -> np.ndarray:
         """The log-mel (F, n_mels) of the teacher's reading of ``text`` at the codec's frame rate.
@@ -550,22 +561,27 @@ class KokoroTeacher:
 
         voice = voice or self.voice
         head = self.mel_head() if fast else None
-        if head is None or voice != head.voice:
-            return teacher_logmel(self.speak(text, lang, voice, pause_s))
+        if head is not None and voice != head.voice:
+            head = None
         cfg = AudioConfig()
         cache = self._cache if os.environ.get(NO_CACHE_ENV, "") != "1" else None
         gap = np.full((int(pause_s * cfg.mel_fps), cfg.n_mels), SILENCE_LOGMEL, np.float32)
         out = []
         for sentence in _sentences(text):
-            key = self.cache_key(sentence, lang, voice, pause_s, f"logmel:{head.sha256}") if cache else ""
-            mel = cache.get(key, ndim=2) if cache else None
-            if mel is None:
-                mel = self._read_logmel(sentence, lang, voice, pause_s, head)
-                if cache:
-                    self.cache_misses += 1
-                    cache.put(key, mel)
-            else:
-                self.cache_hits += 1
+            key = self.cache_key(sentence, lang, voice, pause_s, f"logmel:{head.sha256}" if head else "logmel:full")
+            mel = self._memo.get(key)
+            if mel is None and head is None:  # the full graph: its wave (disk-cached by speak), then its log-mel
+                mel = teacher_logmel(self.speak(sentence, lang, voice, pause_s))
+            elif mel is None:
+                mel = cache.get(key, ndim=2) if cache else None
+                if mel is None:
+                    mel = self._read_logmel(sentence, lang, voice, pause_s, head)
+                    if cache:
+                        self.cache_misses += 1
+                        cache.put(key, mel)
+                elif cache:
+                    self.cache_hits += 1
+            self._remember(key, mel)
             if len(mel):
                 out += [mel, gap]
         return np.concatenate(out[:-1]) if out else np.zeros((0, cfg.n_mels), np.float32)
