@@ -90,7 +90,7 @@ Shard = Annotated[Optional[str], _opt("--shard", metavar="I/N", help="Process on
                                       "(e.g. 2/8).")]
 Lang = Annotated[Optional[str], _opt("--lang", help="Script language, an espeak-ng voice code (default: detected "
                                       "when transcribing, else en-us).")]
-FastTeacher = Annotated[bool, _opt("--fast-teacher", help="Read the script ~8x faster: Kokoro without its waveform "
+FastTeacher = Annotated[bool, _opt("--fast-teacher", help="Read the script ~7x faster: Kokoro without its waveform "
                                    "generator + a mel head (dub RTF 0.3; Whisper WER +0.04, MODEL.md).")]
 AsrModel = Annotated[Optional[str], _opt("--asr-model", help="Transcription model: a faster-whisper folder or "
                                          "owner/repo@rev (default: $VSSFLOW_ASR_MODEL, else the Whisper base of "
