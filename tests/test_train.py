@@ -172,3 +172,33 @@ def test_ddp_two_cpu_processes_gloo(corpus: Path, tmp_path: Path) -> None:
 
     _, step, _, _, _, _ = load_state(out / "state.safetensors")
     assert step == 3
+
+
+def test_speech_windows_take_the_head_prior_half_the_time(corpus: Path, tmp_path: Path) -> None:
+    """Where ``priors --head`` built a second prior, a speech window carries it with p = HEAD_PRIOR_P, else the
+    full teacher's; a clip without one always carries its own."""
+    from vssflow_cli.train.dataset import HEAD_PRIOR_P
+
+    root = tmp_path / "with-priors"
+    (root / "priors").mkdir(parents=True)
+    (root / "clips").symlink_to(corpus / "clips")
+    (root / "index.jsonl").write_bytes((corpus / "index.jsonl").read_bytes())
+    k, n_mels = CFG.audio.mel_per_latent, CFG.audio.n_mels
+    for cid, frames in (("speech0", 60), ("speech1", 60)):
+        save_file({"prior_mel": np.full((frames * k, n_mels), -2.0, np.float16)},
+                  str(root / "priors" / f"{cid}.safetensors"))
+    head = np.full((60 * k, n_mels), -6.0, np.float16)
+    save_file({"prior_mel": head}, str(root / "priors" / "speech0.head.safetensors"))
+    clips = {c.clip_id: c for c in load_clips(root, "train", CFG.window_frames)}
+    assert clips["speech0"].prior_mel_head is not None and clips["speech1"].prior_mel_head is None
+    sampler = WindowSampler(list(clips.values()), CFG, fit_codec(list(clips.values()), CFG))
+    rng = np.random.default_rng(0)
+    seen = {"speech0": [], "speech1": []}
+    for _ in range(400):
+        for cid in seen:
+            item = sampler._empty()
+            sampler._place(item, clips[cid], 0, 1.0, rng)
+            seen[cid].append(float(item["prior_mel"][0, 0]))
+    assert set(seen["speech1"]) == {-2.0}
+    head_share = np.mean(np.array(seen["speech0"]) == -6.0)
+    assert set(seen["speech0"]) == {-2.0, -6.0} and abs(head_share - HEAD_PRIOR_P) < 0.07

@@ -47,6 +47,9 @@ PROMPT_DROP = 0.3  # sound windows trained without their prompt (the no-prompt f
 PROMPT_ONLY = 0.35  # windows whose video tokens are hidden when the prompt is kept
 
 
+HEAD_PRIOR_P = 0.5  # share of speech windows given the mel head's prior, where the clip has one
+
+
 @dataclass
 class Clip:
     """One corpus clip held in memory: ``wave`` (T * spl,), features (T, D), ``phonemes`` (T,) int64."""
@@ -60,6 +63,7 @@ class Clip:
     phonemes: np.ndarray
     lang: str = ""  # speech only: the index row's language code
     prior_mel: np.ndarray | None = None  # (frames * mel_per_latent, n_mels) aligned teacher log-mel, if built
+    prior_mel_head: np.ndarray | None = None  # the same through the teacher's mel head (priors --head), if built
     prompt: str = ""  # sound only: the words it is captioned with (prompt.category_text)
 
     @property
@@ -97,11 +101,13 @@ def load_clips(corpus: Path, split: str, max_frames: int, limit: int | None = No
 
     clips = []
     for row, t in iter_split(corpus, split, max_frames):
-        prior_file = Path(corpus) / "priors" / f"{row['id']}.safetensors"
-        prior = load_file(str(prior_file))["prior_mel"].astype(np.float32) if prior_file.exists() else None
+        priors = []
+        for name in (f"{row['id']}.safetensors", f"{row['id']}.head.safetensors"):
+            f = Path(corpus) / "priors" / name
+            priors.append(load_file(str(f))["prior_mel"].astype(np.float32) if f.exists() else None)
         clips.append(
             Clip(row["id"], row["kind"], t["wave"], t["video"], t["sync"], t["lip"], t["phonemes"].astype(np.int64),
-                 row.get("lang") or "", prior, clip_prompt(row))
+                 row.get("lang") or "", prior_mel=priors[0], prior_mel_head=priors[1], prompt=clip_prompt(row))
         )
         if limit and len(clips) >= limit:
             break
@@ -185,7 +191,7 @@ class WindowSampler:
             return self.speech[rng.integers(len(self.speech))]
         return self.speech[rng.choice(len(self.speech), p=self.speech_p)]
 
-    def _place(self, item: dict, clip: Clip, off: int, gain: float) -> None:
+    def _place(self, item: dict, clip: Clip, off: int, gain: float, rng: np.random.Generator | None = None) -> None:
         n, s = clip.frames, self.spl
         item["wave"][off * s : (off + n) * s] += clip.wave[: n * s] * gain
         for k in FEATURE_KEYS:
@@ -194,10 +200,13 @@ class WindowSampler:
         if clip.kind == "sound" and not item["prompt"]:
             item["prompt"] = clip.prompt
         if clip.kind == "speech":
-            if clip.prior_mel is None:
+            prior = clip.prior_mel
+            if clip.prior_mel_head is not None and rng is not None and rng.random() < HEAD_PRIOR_P:
+                prior = clip.prior_mel_head  # the DiT learns both readings: full Kokoro, and dub --fast-teacher's
+            if prior is None:
                 item["prior_known"] = False
             else:
-                m = clip.prior_mel[: n * self.k]
+                m = prior[: n * self.k]
                 item["prior_mel"][off * self.k : off * self.k + len(m)] = m
 
     def __call__(self, rng: np.random.Generator) -> dict:
@@ -207,7 +216,7 @@ class WindowSampler:
         gain = float(10 ** (rng.uniform(-6, 3) / 20))
         if mode in ("speech", "echo", "sound"):
             clip = self._speech(rng) if mode != "sound" else self.sound[rng.integers(len(self.sound))]
-            self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain)
+            self._place(item, clip, int(rng.integers(0, w - clip.frames + 1)), gain, rng)
         elif mode == "mute":  # a moving mouth with nothing said: lips and face only, silence out
             clip = self._speech(rng)
             off = int(rng.integers(0, w - clip.frames + 1))
@@ -225,7 +234,7 @@ class WindowSampler:
                 item["wave"][span] = 0.0
                 for k in ("video", "sync"):
                     item[k][off : off + sp.frames] = 0.0
-            self._place(item, sp, off, gain)
+            self._place(item, sp, off, gain, rng)
         peak = float(np.abs(item["wave"]).max())
         if peak > 0.99:
             item["wave"] /= peak / 0.99

@@ -26,12 +26,15 @@ log = logging.getLogger("vssflow.priors")
 TEACHER_LANGS = {"en": "en-us"}
 
 
-def prior_path(corpus: Path, clip_id: str) -> Path:
-    return Path(corpus) / "priors" / f"{clip_id}.safetensors"
+def prior_path(corpus: Path, clip_id: str, head: bool = False) -> Path:
+    """``priors/<id>.safetensors``, or ``priors/<id>.head.safetensors`` for the prior read through the mel head."""
+    return Path(corpus) / "priors" / f"{clip_id}{'.head' if head else ''}.safetensors"
 
 
-def build_prior(teacher, wave: np.ndarray, text: str, lang: str, voiced: tuple[float, float]) -> np.ndarray:
-    """The aligned prior log-mel (F, n_mels) of one clip: teacher reading DTW-aligned onto ``voiced`` (seconds)."""
+def build_prior(teacher, wave: np.ndarray, text: str, lang: str, voiced: tuple[float, float],
+                head: bool = False) -> np.ndarray:
+    """The aligned prior log-mel (F, n_mels) of one clip: teacher reading DTW-aligned onto ``voiced`` (seconds);
+    ``head``: the reading's log-mel from the teacher's mel head (``dub --fast-teacher``) instead of its waveform."""
     from vssflow_cli.audio import log_mel
     from vssflow_cli.config import AudioConfig
     from vssflow_cli.prior import align_to_speech, prior_track, teacher_logmel
@@ -40,15 +43,15 @@ def build_prior(teacher, wave: np.ndarray, text: str, lang: str, voiced: tuple[f
     target = log_mel(wave, cfg)
     a, b = int(round(voiced[0] * cfg.mel_fps)), int(round(voiced[1] * cfg.mel_fps))
     a, b = max(0, a), min(len(target), b)
-    reading = teacher.speak(text, lang)
-    if b - a < 4 or len(reading) < cfg.hop * 4:
+    reading = teacher.speak_logmel(text, lang, fast=True) if head else teacher_logmel(teacher.speak(text, lang), cfg)
+    if b - a < 4 or len(reading) < 4:
         raise ValueError("nothing to align")
-    aligned = align_to_speech(teacher_logmel(reading, cfg), target[a:b])
+    aligned = align_to_speech(reading, target[a:b])
     return prior_track(len(target), [(a, aligned)], cfg.n_mels)
 
 
 def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, idle_exit_s: float = 600.0,
-        shard: tuple[int, int] = (0, 1)) -> int:
+        shard: tuple[int, int] = (0, 1), head: bool = False) -> int:
     """Build missing priors (of shard ``i`` of ``n``: clips whose index is i mod n); returns how many were written."""
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
@@ -56,13 +59,15 @@ def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, id
     from vssflow_cli.teacher import DEFAULT_VOICE, KOKORO_SHA256, KokoroTeacher
     from vssflow_cli.train.dataset import read_index
 
-    teacher = KokoroTeacher(threads=1)
+    teacher = KokoroTeacher(threads=1, head=head)
+    if head and teacher.mel_head() is None:
+        raise SystemExit("--head: no teacher head (weights/teacher-head/) or onnx to cut the Kokoro graph")
     written, failed, idle_since = 0, set(), time.time()
     while True:
         todo = [
             r for k, r in enumerate(read_index(corpus))
             if k % shard[1] == shard[0] and r["kind"] == "speech" and r.get("lang") in langs
-            and r.get("split") == "train" and r["id"] not in failed and not prior_path(corpus, r["id"]).exists()
+            and r.get("split") == "train" and r["id"] not in failed and not prior_path(corpus, r["id"], head).exists()
         ]
         for row in todo:
             src = Path(corpus) / "clips" / f"{row['id']}.safetensors"
@@ -72,14 +77,14 @@ def run(corpus: Path, langs: tuple[str, ...] = ("en",), follow: bool = False, id
             wave = load_file(str(src))["wave"]
             voiced = (float(meta["voiced_start"]), float(meta["voiced_end"]))
             try:
-                mel = build_prior(teacher, wave, row["text"], TEACHER_LANGS[row["lang"]], voiced)
+                mel = build_prior(teacher, wave, row["text"], TEACHER_LANGS[row["lang"]], voiced, head)
             except ValueError as e:
                 log.warning("%s: %s", row["id"], e)
                 failed.add(row["id"])
                 continue
             info = {"teacher": "kokoro-82m-v1.0-int8", "voice": DEFAULT_VOICE, "teacher_sha256": KOKORO_SHA256,
-                    "align": "dtw-mfcc20"}
-            out = prior_path(corpus, row["id"])
+                    "align": "dtw-mfcc20", **({"head_sha256": teacher.mel_head().sha256} if head else {})}
+            out = prior_path(corpus, row["id"], head)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.part")
             save_file({"prior_mel": mel.astype(np.float16)}, str(tmp), metadata=info)
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--langs", default="en", help="languages the teacher reads (default en)")
     ap.add_argument("--follow", action="store_true", help="keep polling while a corpus build adds clips")
     ap.add_argument("--shard", default="0/1", help="I/N: build only clips I mod N (run N processes in parallel)")
+    ap.add_argument("--head", action="store_true", help="read through the teacher's mel head (dub --fast-teacher)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     langs = tuple(x.strip() for x in a.langs.split(",") if x.strip())
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"the teacher reads only {','.join(TEACHER_LANGS)}, not {bad}")
     i, n_shards = (int(x) for x in a.shard.split("/"))
-    n = run(a.corpus, langs, a.follow, shard=(i, n_shards))
+    n = run(a.corpus, langs, a.follow, shard=(i, n_shards), head=a.head)
     print(json.dumps({"written": n}))
     return 0
 
