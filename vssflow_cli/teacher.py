@@ -184,7 +184,7 @@ class MelHead:
     """The trained head: :data:`HEAD_IN_DIM` inputs per mel frame -> (log-mel (F, n_mels), frame dBFS (F,))."""
 
     def __init__(self, folder: Path, threads: int = 2) -> None:
-        import onnxruntime as ort
+        from vssflow_cli.runtime import get_session
 
         self.manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         if self.manifest.get("format") != HEAD_FORMAT or self.manifest.get("kokoro_sha256") != KOKORO_SHA256:
@@ -194,9 +194,7 @@ class MelHead:
             raise ModelError(f"{path} does not match its manifest's sha256; reinstall vssflow")
         self.voice = self.manifest["voice"]
         self.sha256 = self.manifest["head_sha256"]
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = get_session(path, ["CPUExecutionProvider"], threads)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
@@ -418,15 +416,10 @@ class KokoroTeacher:
                 self._head_wanted = False  # look once
                 folder, graph = find_head_dir(), kokoro_features_path()
                 if folder is not None and graph is not None:
-                    import onnxruntime as ort
+                    from vssflow_cli.runtime import get_session
 
                     self._head = MelHead(folder, self.threads)
-                    opts = ort.SessionOptions()
-                    opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
-                    opts.log_severity_level = 3
-                    self._features_session = ort.InferenceSession(
-                        str(graph), sess_options=opts, providers=["CPUExecutionProvider"]
-                    )
+                    self._features_session = get_session(graph, ["CPUExecutionProvider"], self.threads)
                 else:
                     log.debug("no teacher head (%s) or cut graph (%s): full Kokoro", folder, graph)
             return self._head
@@ -505,7 +498,6 @@ class KokoroTeacher:
                 readings += [wave, np.zeros(int(pause_s * SR), np.float32)]
         return np.concatenate(readings[:-1]) if readings else np.zeros(0, np.float32)
 
-
     def _read_logmel(self, sentence: str, lang: str, voice: str, pause_s: float, head: MelHead) -> np.ndarray:
         """One sentence's log-mel (F, n_mels) at the codec's frames, by the cut graph and the head, trimmed as
         :meth:`_read` trims the waveform (10 ms frames 40 dB under the loudest dropped at both ends, 20 ms kept)."""
@@ -513,6 +505,7 @@ class KokoroTeacher:
 
         from vssflow_cli.config import AudioConfig
         from vssflow_cli.prior import SILENCE_LOGMEL
+        from vssflow_cli.trim import loud_frames
 
         cfg = AudioConfig()
         style = self.voices[voice]
@@ -529,9 +522,9 @@ class KokoroTeacher:
                 )
             n = feats.shape[2] * KOKORO_HOP * cfg.sample_rate // KOKORO_SR // cfg.hop  # the waveform's mel frames
             mel, db = head(head_inputs(feats[0], f0[0, 0], dec_style[0], n))
-            loud = np.flatnonzero(db > db.max() + -40.0) if len(db) else np.zeros(0, np.int64)
-            if loud.size:
-                mel = mel[max(0, loud[0] - 2) : loud[-1] + 3]
+            lo, hi = loud_frames(db)  # the 10 ms frames trim_bounds keeps of a wave, 2 frames (20 ms) of margin
+            if hi:
+                mel = mel[max(0, lo - 2) : hi + 2]
                 pieces += [mel, np.full((int(pause_s * cfg.mel_fps), cfg.n_mels), SILENCE_LOGMEL, np.float32)]
         if not pieces:
             return np.zeros((0, cfg.n_mels), np.float32)

@@ -31,15 +31,23 @@ def trim_bounds(
 
     A trailing partial frame counts as a frame padded with zeros.
     """
-    import numpy as np
-
     if wave.size == 0:
         return 0, 0
     hop = sr // 100
-    db = frame_db(wave, sr)
-    floor = db.max() + rel_db if abs_db is None else max(db.max() + rel_db, abs_db)
-    idx = np.flatnonzero(db > floor)
-    if idx.size == 0:
+    lo, hi = loud_frames(frame_db(wave, sr), rel_db, abs_db)
+    if hi == 0:
         return 0, 0
     pad = int(pad_s * sr)
-    return max(0, int(idx[0]) * hop - pad), min(len(wave), (int(idx[-1]) + 1) * hop + pad)
+    return max(0, lo * hop - pad), min(len(wave), hi * hop + pad)
+
+
+def loud_frames(db: np.ndarray, rel_db: float = -40.0, abs_db: float | None = None) -> tuple[int, int]:
+    """``[first, last + 1)`` of the frames of level ``db`` (F,) louder than ``rel_db`` below the loudest (and, with
+    ``abs_db``, than ``abs_db``); (0, 0) if none is. The rule of :func:`trim_bounds`, for levels given per frame."""
+    import numpy as np
+
+    if len(db) == 0:
+        return 0, 0
+    floor = db.max() + rel_db if abs_db is None else max(db.max() + rel_db, abs_db)
+    idx = np.flatnonzero(db > floor)
+    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
