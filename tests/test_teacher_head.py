@@ -94,3 +94,20 @@ def test_a_head_for_another_kokoro_is_refused(tmp_path):
     (dst / "manifest.json").write_text(json.dumps({**manifest, "kokoro_sha256": "0" * 64}))
     with pytest.raises(ModelError, match="not a teacher head"):
         T.MelHead(dst)
+
+
+def test_a_cancelled_read_ahead_stops_after_its_line(xdg):
+    """A dub that fails (no face) cancels the script's read-ahead: at most the line being read is finished."""
+    from vssflow_cli import pipeline
+
+    T.get_teacher.cache_clear()
+    teacher = T.get_teacher()
+    words = ("one", "two", "three", "four", "five", "six", "seven", "eight")
+    lines = [f"This is line {w} of a long script." for w in words]
+    reading = pipeline._ReadAhead(lines, "en-us", fast=True)
+    reading.cancel()
+    reading.result()
+    assert len(teacher._memo) <= 1
+    pipeline._ReadAhead(lines[:2], "en-us", fast=True).result()
+    assert len(teacher._memo) >= 2
+    T.get_teacher.cache_clear()

@@ -659,7 +659,7 @@ def dub(
     notes: list[str] = []
     # the teacher reads the script's lines while the video is decoded and its lips tracked: the reading needs only
     # the words; placing it on its span comes later (_teacher_prior finds the sentences in the teacher's memo)
-    reading = _read_ahead([seg.text for seg in segments], voice, opts.fast_teacher) if synth.config.prior_dim else None
+    reading = _ReadAhead([seg.text for seg in segments], voice, opts.fast_teacher) if synth.config.prior_dim else None
 
     def build(clock: _Clock, progress: Progress) -> dict[str, Any]:
         lip, video_feats, sync = lip_features(video, info, clock, progress, with_visual=True)
@@ -691,7 +691,11 @@ def dub(
         return conds
 
     opts = dataclasses.replace(opts, warm_start=True)
-    res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
+    try:
+        res = _finish("dub", video, out, info, opts, synth, build, progress, t0, stages=pre.stages)
+    finally:
+        if reading is not None:
+            reading.cancel()
     return dataclasses.replace(
         res, segments=placed_count[0] if placed_count else None, warnings=(*res.warnings, *notes)
     )
@@ -707,18 +711,36 @@ def _span_mask(placed: list[tuple[float, float, str]], n: int, fps: float, pad_s
     return mask
 
 
-def _read_ahead(lines: list[str], lang: str, fast: bool) -> Any:
-    """A future reading ``lines`` with the process's teacher in a background thread (ONNX Runtime and mediapipe
-    release the GIL); its result is the readings, which also stay in the teacher's memo."""
-    from concurrent.futures import ThreadPoolExecutor
+class _ReadAhead:
+    """The teacher reading a script's lines in a background thread (ONNX Runtime and mediapipe release the GIL);
+    the readings stay in the teacher's memo. ``cancel`` stops it after the line it is on, so a dub that fails
+    (no face, bad cues) exits without waiting for the rest of the script."""
 
-    from vssflow_cli.teacher import get_teacher
+    def __init__(self, lines: list[str], lang: str, fast: bool):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
 
-    teacher = get_teacher()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="vssflow-teacher")
-    future = pool.submit(lambda: [teacher.speak_logmel(line, lang, fast=fast) for line in lines])
-    pool.shutdown(wait=False)
-    return future
+        from vssflow_cli.teacher import get_teacher
+
+        teacher = get_teacher()
+        self._stop = threading.Event()
+
+        def read() -> None:
+            for line in lines:
+                if self._stop.is_set():
+                    return
+                teacher.speak_logmel(line, lang, fast=fast)
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="vssflow-teacher")
+        self._future = pool.submit(read)
+        pool.shutdown(wait=False)
+
+    def result(self) -> None:
+        """Wait for the reading (re-raising its error)."""
+        self._future.result()
+
+    def cancel(self) -> None:
+        self._stop.set()
 
 
 def _teacher_prior(
