@@ -356,6 +356,7 @@ class Synthesizer:
         t_start: float = 0.0,
         uncond: Conds | None = None,
         prompt_cfg: float | None = None,
+        x0: np.ndarray | None = None,
     ) -> np.ndarray:
         """Generate latents (B, n_frames, latent_channels) float32 by integrating the guided velocity.
 
@@ -365,6 +366,7 @@ class Synthesizer:
         ``uncond``: conditions of the unconditional branch other than zeros (``prompt``: a negative prompt).
         ``prompt_cfg``: the text prompt's own guidance weight (a third branch, batch 3B; None: the bundle's
         ``prompt_cfg``, or the prompt guided with ``cfg`` like every other condition).
+        ``x0``: the starting noise (B, n_frames, latent_channels) instead of noise drawn from ``seed``.
         """
         from vssflow_cli import sampler
 
@@ -384,6 +386,7 @@ class Synthesizer:
                 cfg=float(cfg if cfg is not None else d.cfg),
                 seed=seed,
                 progress=progress,
+                x0=x0,
                 start=start,
                 t_start=t_start,
                 uncond=unc,
