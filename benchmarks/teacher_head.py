@@ -7,7 +7,7 @@ generator + weights/teacher-head/) the held-out speech clips get the prior ``vss
 are timed with the readings cache off.
 
     python benchmarks/teacher_head.py --corpus /work/corpus [--model weights/vssflow-tiny] [--ways full,head] \
-        [--json out.json]
+        [--seeds 0,1] [--steps N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--model", default=None, help="bundle folder or name (default: the embedded model)")
     ap.add_argument("--limit", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="noise seeds, comma-separated (WER pooled over them)")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     ap.add_argument("--ways", default="full,head", help="which readings to judge: full, head or both")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     synth = Synthesizer.from_spec(a.model)
     judge = WhisperJudge()
-    out: dict = {"model": synth.manifest.name}
+    out: dict = {"model": synth.manifest.name, "seeds": a.seeds, "steps": a.steps or synth.manifest.sampler.steps}
     for name in a.ways.split(","):
         head = {"full": False, "head": True}[name]
         teacher = KokoroTeacher(head=head)
@@ -51,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         frames = [len(teacher.speak_logmel(c.text, fast=head)) for c in clips]
         per_line = (time.perf_counter() - t0) / len(clips)
         add_priors(clips, synth, teacher, fast=head)
-        model = generate(synth, clips, lambda i, cs=clips: cs[i].conds, steps=None, cfg=None, seed=a.seed)
+        seeds = [int(s) for s in a.seeds.split(",")]
+        model = [
+            wave
+            for seed in seeds
+            for wave in generate(synth, clips, lambda i, cs=clips: cs[i].conds, steps=a.steps, cfg=None, seed=seed)
+        ]
         spl = synth.config.audio.samples_per_latent
         prior = [vocode(synth.logmel(c.conds["prior"][None])[0], synth.config.audio)[: c.frames * spl] for c in clips]
-        rows = {"model": judge_speech(clips, model, judge), "prior": judge_speech(clips, prior, judge)}
+        rows = {"model": judge_speech(clips * len(seeds), model, judge), "prior": judge_speech(clips, prior, judge)}
         out[name] = {
             "teacher_s_per_line": round(per_line, 3),
             "speech_s_per_line": round(float(np.mean(frames)) / 100, 2),
