@@ -297,9 +297,9 @@ def export_bundle(
         if ckpt.config.prior_dim:  # the acoustic prior is a log-mel encoded by the same codec
             files[ENCODER_ROLE] = codec.encoder_to_onnx(Path(tmp) / "encoder.onnx", n_mels=ckpt.config.audio.n_mels)
         extra: dict[str, Any] = {"dit_precision": "fp16" if fp16 else "fp32"}
+        feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)  # the error checks' inputs
         if int8 and not fp16:
             files[INT8_ROLE] = quantize_dit_int8(files["dit"], Path(tmp) / "dit-int8.onnx")
-            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
             extra["dit_int8"] = {
                 "method": "onnxruntime dynamic quantization: int8 MatMul weights per channel, uint8 activations",
                 "rel_err_vs_fp32": round(onnx_rel_err(files["dit"], files[INT8_ROLE], feed), 5),
@@ -308,7 +308,6 @@ def export_bundle(
             full = Path(tmp) / "dit-fp32.onnx"
             shutil.copyfile(files["dit"], full)
             store_weights(files["dit"], "fp16")
-            feed = dummy_inputs(ckpt.model, ckpt.config.window_frames, batch=2)
             err = round(onnx_rel_err(full, files["dit"], feed), 5)
             extra["dit_weights_stored"] = {"as": "fp16", "rel_err_vs_fp32": err}
             full.unlink()
