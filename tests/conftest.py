@@ -256,8 +256,17 @@ class CliRunner:
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
     def popen(self, *args: object, **kw: object) -> subprocess.Popen:
+        """The CLI as a child process, started as from a terminal: SIGHUP at its default even where the test run
+        itself ignores it (the suite under ``nohup``), unless ``preexec_fn`` says otherwise."""
+        kw.setdefault("preexec_fn", _default_sighup)
         return subprocess.Popen(self.argv(*args), env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def _default_sighup() -> None:
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture

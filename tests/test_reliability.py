@@ -439,6 +439,7 @@ def test_closing_the_terminal_ends_the_run_cleanly(cli, tmp_path: Path, clip12: 
     env = {k: v for k, v in cli.env.items() if k != "VSSFLOW_NO_PROGRESS"}  # progress bars on the terminal
     pid, master = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as from a terminal, even when the suite runs under nohup
         os.execve(argv[0], argv, env)
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.name.endswith(".foley.mp4") for p in out.glob("*")):
