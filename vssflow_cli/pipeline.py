@@ -341,6 +341,7 @@ def _generate(
     same for the unconditional branch (the negative prompt)."""
     import numpy as np
 
+    from vssflow_cli.sampler import noise
     from vssflow_cli.windows import Crossfader, plan_windows
 
     cfg = synth.config
@@ -349,7 +350,7 @@ def _generate(
     plan = plan_windows(n_frames, window, overlap)
     fader = Crossfader(plan, n_frames, cfg.audio.samples_per_latent)
     total = len(plan)
-    n = max(max(e - s for s, e in plan), window)
+    n = window  # every window is padded to the model's length, a short clip's single one too
     for g in range(0, total, WINDOW_BATCH):
         group = plan[g : g + WINDOW_BATCH]
         B = len(group)
@@ -368,10 +369,7 @@ def _generate(
         if uncond:
             warm["uncond"] = {name: np.repeat(a[None], B, axis=0) for name, a in uncond.items()}
         # each window's noise from its own seed, as if it were sampled alone
-        x0 = np.concatenate([
-            np.random.default_rng(opts.seed + g + j).standard_normal((1, n, cfg.latent_channels), dtype=np.float32)
-            for j in range(B)
-        ])
+        x0 = np.concatenate([noise(opts.seed + g + j, (1, n, cfg.latent_channels)) for j in range(B)])
         with clock("sampling"):
             latents = synth.sample(
                 batch, n, steps=opts.steps, cfg=opts.cfg, solver=opts.solver, x0=x0, progress=step,

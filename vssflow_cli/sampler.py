@@ -197,6 +197,11 @@ def _dopri5(f: _Counted, x: np.ndarray, rtol: float, atol: float, progress: Prog
     )
 
 
+def noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The starting noise of :func:`sample` for ``seed``: float32 standard normal of ``shape`` (B, T, C)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
 def sample(
     fn: VelocityFn,
     conds: dict[str, np.ndarray],
@@ -238,7 +243,7 @@ def sample(
         if c.shape[0] != shape[0]:
             raise ValueError(f"condition {name!r} has batch {c.shape[0]}, the latent has {shape[0]}")
     if x0 is None:
-        x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        x = noise(seed, shape)
     else:
         if tuple(x0.shape) != tuple(shape):
             raise ValueError(f"x0 has shape {x0.shape}, expected {tuple(shape)}")
